@@ -1,0 +1,166 @@
+"""Typed schemas of the Hydra config groups.
+
+The primary config lists `train_schema` first in its defaults, so Hydra checks every group's keys
+and values against these dataclasses while composing: a misspelt key or a value of the wrong type or
+outside an enum fails at start, and OmegaConf's message names the valid choices. Checks that
+span several fields live in `validate`.
+"""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any, Dict, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig
+
+from walt.data.video import Sampling
+
+PRECISIONS = ("32-true", "32", "16-mixed", "bf16-mixed", "bf16-true", "64-true")
+
+
+class Dataset(str, enum.Enum):
+    ucf101 = "ucf101"
+    kinetics600 = "kinetics600"
+    imagenet = "imagenet"
+    synthetic = "synthetic"
+
+
+class Stage(str, enum.Enum):
+    """Which LightningModule `walt-train` builds."""
+
+    autoencoder = "autoencoder"
+    diffusion = "diffusion"
+
+
+@dataclass
+class SyntheticConfig:
+    """Moving-shapes generator settings (walt.data.synthetic.SyntheticSpec)."""
+
+    num_classes: int = 8
+    num_groups: int = 25
+    clips_per_group: int = 1
+    num_frames: int = 17
+    resolution: int = 64
+    fps: int = 8
+    seed: int = 0
+
+
+@dataclass
+class DataConfig:
+    """walt.data.datamodule.VideoDataModule arguments (see its docstring)."""
+
+    _target_: str = "walt.data.datamodule.VideoDataModule"
+    dataset: Dataset = Dataset.synthetic
+    root: str = MISSING
+    num_classes: int = MISSING
+    split: int = 1
+    train_dir: str = "train"
+    val_dir: str = "val"
+    num_frames: int = 17
+    frame_stride: int = 1
+    resolution: int = 64
+    temporal_sampling: Sampling = Sampling.random
+    crop: Sampling = Sampling.random
+    batch_size: int = 8
+    num_workers: int = 2
+    pin_memory: bool = True
+    persistent_workers: bool = True
+    synthetic: Optional[SyntheticConfig] = None
+
+
+@dataclass
+class TrainerConfig:
+    """lightning.Trainer arguments the suite uses; logger and callbacks are passed separately."""
+
+    _target_: str = "lightning.Trainer"
+    accelerator: str = "auto"
+    devices: Any = "auto"
+    num_nodes: int = 1
+    strategy: str = "auto"
+    precision: str = "32-true"
+    max_steps: int = -1
+    max_epochs: Optional[int] = None
+    val_check_interval: Optional[Any] = None
+    check_val_every_n_epoch: Optional[int] = 1
+    limit_train_batches: Optional[Any] = None
+    limit_val_batches: Optional[Any] = None
+    num_sanity_val_steps: int = 0
+    log_every_n_steps: int = 10
+    gradient_clip_val: Optional[float] = None
+    accumulate_grad_batches: int = 1
+    deterministic: Optional[bool] = None
+    benchmark: Optional[bool] = None
+    enable_progress_bar: bool = True
+    enable_model_summary: bool = True
+    default_root_dir: Optional[str] = None
+
+
+@dataclass
+class LoggerConfig:
+    """TensorBoard logger; `version=""` keeps events directly under the run directory."""
+
+    _target_: str = "lightning.pytorch.loggers.TensorBoardLogger"
+    save_dir: str = "${paths.run_dir}"
+    name: str = "tensorboard"
+    version: str = ""
+    default_hp_metric: bool = False
+
+
+@dataclass
+class PathsConfig:
+    """Where data and runs live. data_dir defaults to $WALT_DATA, else <repo>/data."""
+
+    root_dir: str = MISSING
+    data_dir: str = MISSING
+    output_dir: str = MISSING
+    run_dir: str = MISSING
+
+
+@dataclass
+class TrainConfig:
+    """Top level of `walt-train`: the groups plus run-level settings.
+
+    stage: which LightningModule to train. seed: global seed (workers too).
+    run_name: the run directory's name; re-using it resumes from last.ckpt.
+    force: train even when the run directory already holds a completion marker.
+    """
+
+    stage: Stage = Stage.autoencoder
+    seed: int = 0
+    run_name: str = MISSING
+    force: bool = False
+    paths: PathsConfig = MISSING
+    data: DataConfig = MISSING
+    trainer: TrainerConfig = MISSING
+    logger: Optional[LoggerConfig] = None
+    callbacks: Dict[str, Any] = field(default_factory=dict)
+    autoencoder: Any = None
+    model: Any = None
+    diffusion: Any = None
+    optim: Any = None
+
+
+def register() -> None:
+    """Put the schemas into Hydra's ConfigStore (idempotent)."""
+    ConfigStore.instance().store(name="train_schema", node=TrainConfig)
+
+
+def validate(cfg: DictConfig) -> None:
+    """Cross-field checks that a schema cannot express; raises ValueError naming the valid values."""
+    if str(cfg.trainer.precision) not in PRECISIONS:
+        raise ValueError(f"trainer.precision={cfg.trainer.precision!r} is not one of {PRECISIONS}")
+    data = cfg.data
+    if data.num_frames < 1 or data.frame_stride < 1:
+        raise ValueError("data.num_frames and data.frame_stride must be >= 1")
+    if data.dataset == Dataset.synthetic and data.synthetic is None:
+        raise ValueError("data.dataset=synthetic needs a data.synthetic block (use data=synthetic)")
+    if data.dataset == Dataset.synthetic:
+        span = (data.num_frames - 1) * data.frame_stride + 1
+        if span > data.synthetic.num_frames:
+            raise ValueError(
+                f"clips need {span} frames (num_frames={data.num_frames}, frame_stride={data.frame_stride}) "
+                f"but synthetic videos have data.synthetic.num_frames={data.synthetic.num_frames}"
+            )
+    if data.dataset == Dataset.ucf101 and data.split not in (1, 2, 3):
+        raise ValueError(f"data.split must be 1, 2 or 3 for UCF-101, got {data.split}")
