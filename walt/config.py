@@ -8,14 +8,18 @@ span several fields live in `validate`.
 from __future__ import annotations
 
 import enum
+import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig
+from omegaconf import MISSING, DictConfig, OmegaConf
 
 from walt.data.video import Sampling
 
+REPO_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG_DIR = os.path.join(REPO_DIR, "experiments")
+SWEEPS_DIR = os.path.join(REPO_DIR, "sweeps")
 PRECISIONS = ("32-true", "32", "16-mixed", "bf16-mixed", "bf16-true", "64-true")
 
 
@@ -142,7 +146,13 @@ class TrainConfig:
 
 
 def register() -> None:
-    """Put the schemas into Hydra's ConfigStore (idempotent)."""
+    """Put the schemas into Hydra's ConfigStore and the `walt.*` resolvers into OmegaConf (idempotent).
+
+    `${walt.cwd:}` is the directory the command started in; `${walt.repo:}` the checkout, which
+    lets the primary config add sweeps/ (sweep presets, launchers) to Hydra's search path.
+    """
+    OmegaConf.register_new_resolver("walt.cwd", os.getcwd, replace=True)
+    OmegaConf.register_new_resolver("walt.repo", lambda: REPO_DIR, replace=True)
     ConfigStore.instance().store(name="train_schema", node=TrainConfig)
 
 

@@ -75,7 +75,7 @@ def class_attributes(label: int) -> tuple[str, str]:
     return list(itertools.product(SHAPES, DIRECTIONS))[label]
 
 
-def test_groups(split: int, num_groups: int) -> set[int]:
+def held_out_groups(split: int, num_groups: int) -> set[int]:
     """Groups (1-based) held out for test in split 1..3; UCF-101 uses blocks of 7 of its 25."""
     block = math.ceil(num_groups * 7 / 25)
     return {g for g in range(1, num_groups + 1) if (g - 1) // block == split - 1}
@@ -138,7 +138,7 @@ def generate(root: str | os.PathLike, spec: SyntheticSpec = SyntheticSpec()) -> 
     lists.mkdir(exist_ok=True)
     (lists / "classInd.txt").write_text("".join(f"{i + 1} {n}\n" for i, n in enumerate(names)))
     for split in range(1, NUM_SPLITS + 1):
-        held_out = test_groups(split, spec.num_groups)
+        held_out = held_out_groups(split, spec.num_groups)
         train, test = [], []
         for rel in captions:
             group = int(rel.rsplit("_g", 1)[1][:2])

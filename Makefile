@@ -1,0 +1,39 @@
+# Two commands do all set-up: `make demo` (the embedded-default job) and `make test`.
+# Both create .venv from the pinned lock file when it is missing or stale.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cat requirements/lock.txt pyproject.toml | cksum | cut -d' ' -f1)
+
+.PHONY: setup demo test test-fast bench lock clean
+
+setup: $(STAMP)
+
+$(STAMP): requirements/lock.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --disable-pip-version-check -q -r requirements/lock.txt
+	$(PY) -m pip install --disable-pip-version-check -q --no-deps -e .
+	rm -f $(VENV)/.installed-* && touch $@
+
+demo: $(STAMP)
+	$(VENV)/bin/walt-demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q -ra
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"
+
+bench: $(STAMP)
+	for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done
+
+# Re-pin after editing requirements/direct.txt (top-level pins): rebuilds the lock from a clean venv.
+lock:
+	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/pip install -q -r requirements/direct.txt
+	(echo "# Exact versions CI and 'make' install (python 3.11, linux x86_64). Regenerate: make lock"; \
+	 .venv-lock/bin/pip freeze | grep -v '^-e') > requirements/lock.txt
+	rm -rf .venv-lock
+
+clean:
+	rm -rf $(VENV) outputs multirun

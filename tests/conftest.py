@@ -1,0 +1,16 @@
+import os
+
+import pytest
+import torch
+
+from walt.data.synthetic import SyntheticSpec, generate
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+SMALL_SPEC = SyntheticSpec(num_classes=4, num_groups=5, clips_per_group=1, num_frames=17, resolution=32)
+
+
+@pytest.fixture(scope="session")
+def synthetic_root(tmp_path_factory):
+    """A small synthetic dataset in the UCF-101 layout, shared by the session (read-only)."""
+    return generate(tmp_path_factory.mktemp("synthetic"), SMALL_SPEC)

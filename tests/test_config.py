@@ -1,0 +1,81 @@
+"""Every group option, experiment preset and sweep preset composes; bad keys and values fail at start."""
+from pathlib import Path
+
+import pytest
+from hydra.errors import ConfigCompositionException
+from omegaconf.errors import ValidationError
+
+from walt.cli import compose_config
+from walt.config import CONFIG_DIR, SWEEPS_DIR, validate
+
+GROUPS = sorted(p.name for p in Path(CONFIG_DIR).iterdir() if p.is_dir() and p.name != "experiment")
+GROUP_OPTIONS = [(g, f.stem) for g in GROUPS for f in sorted((Path(CONFIG_DIR) / g).glob("*.yaml"))]
+EXPERIMENTS = sorted(f.stem for f in (Path(CONFIG_DIR) / "experiment").glob("*.yaml"))
+SWEEPS = sorted(f.stem for f in (Path(SWEEPS_DIR) / "sweep").glob("*.yaml"))
+LAUNCHERS = sorted(f.stem for f in (Path(SWEEPS_DIR) / "hydra" / "launcher").glob("*.yaml"))
+
+
+def test_there_is_something_to_compose():
+    assert {"data", "trainer", "logger", "callbacks", "paths"} <= set(GROUPS)
+    assert {"local", "slurm"} <= set(LAUNCHERS)
+
+
+@pytest.mark.parametrize("group,option", GROUP_OPTIONS)
+def test_group_option_composes(group, option):
+    cfg = compose_config([f"{group}={option}"])
+    validate(cfg)
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_experiment_composes(name):
+    validate(compose_config([f"experiment={name}"]))
+
+
+@pytest.mark.parametrize("name", SWEEPS)
+def test_sweep_preset_composes(name):
+    cfg = compose_config([f"+sweep={name}"])
+    validate(cfg)
+
+
+def test_slurm_launcher_keys():
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=["hydra/launcher=slurm", "hydra.launcher.partition=gpu",
+                                          "hydra.launcher.account=proj"], return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher")
+    assert (launcher.partition, launcher.account, launcher.gpus_per_node, launcher.tasks_per_node) == ("gpu", "proj", 1, 1)
+    assert launcher.timeout_min > 0
+
+
+def test_wrong_key_fails_naming_it():
+    with pytest.raises(ConfigCompositionException, match="data.foo"):
+        compose_config(["data.foo=1"])
+
+
+def test_wrong_enum_value_names_valid_choices():
+    with pytest.raises(ConfigCompositionException) as err:
+        compose_config(["data.temporal_sampling=middle"])
+    assert "random, center" in str(err.value.__cause__)
+
+
+def test_wrong_type_fails():
+    with pytest.raises(ConfigCompositionException) as err:
+        compose_config(["data.batch_size=lots"])
+    assert isinstance(err.value.__cause__, ValidationError)
+
+
+def test_unknown_group_option_lists_available():
+    with pytest.raises(ConfigCompositionException, match="ucf101"):
+        compose_config(["data=ucf102"])
+
+
+@pytest.mark.parametrize("override,message", [
+    (["trainer.precision=bf17"], "bf16-mixed"),
+    (["data.frame_stride=2"], "synthetic.num_frames"),
+    (["data=ucf101", "data.split=4"], "1, 2 or 3"),
+])
+def test_cross_field_validation(override, message):
+    with pytest.raises(ValueError, match=message):
+        validate(compose_config(override))

@@ -1,0 +1,151 @@
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from walt.data.datamodule import VideoDataModule
+from walt.data.datasets import UCF101, ImageFolderClips, VideoFolder
+from walt.data.synthetic import SyntheticSpec, class_names, generate, render_clip, held_out_groups
+from walt.data.video import ClipSpec, Sampling, read_clip, resize_crop, to_model_range, write_video
+
+from conftest import SMALL_SPEC
+
+
+def test_render_is_deterministic_and_moves():
+    a, cap_a = render_clip(3, np.random.default_rng([0, 3, 1, 1]), 17, 32)
+    b, cap_b = render_clip(3, np.random.default_rng([0, 3, 1, 1]), 17, 32)
+    assert np.array_equal(a, b) and cap_a == cap_b
+    assert a.shape == (17, 32, 32, 3) and a.dtype == np.uint8
+    assert not np.array_equal(a[0], a[-1]), "the shape must move between first and last frame"
+    shape, direction = cap_a.split(" moving ")[0].split()[-1], cap_a.split(" moving ")[1].split()[0]
+    assert class_names(4)[3].lower() == f"{shape}{direction}"
+
+
+def test_ucf_splits_partition_groups():
+    for split in (1, 2, 3):
+        assert held_out_groups(split, 25) == set(range(7 * split - 6, 7 * split + 1))
+    held = [held_out_groups(s, 5) for s in (1, 2, 3)]
+    assert all(held) and not (held[0] & held[1]) and 5 not in set().union(*held[:2])
+
+
+def test_ucf_layout_reads_shapes_labels_and_splits(synthetic_root):
+    clip = ClipSpec(num_frames=9, frame_stride=2, sampling=Sampling.center)
+    train = UCF101(str(synthetic_root), split=1, train=True, clip=clip, resolution=16)
+    test = UCF101(str(synthetic_root), split=1, train=False, clip=clip, resolution=16)
+    names = class_names(SMALL_SPEC.num_classes)
+    assert train.classes == names
+    # split 1 holds out groups 1-2 of 5 (ceil(5*7/25) = 2 per split)
+    assert len(test) == 2 * SMALL_SPEC.num_classes and len(train) == 3 * SMALL_SPEC.num_classes
+    assert all("_g01_" in p or "_g02_" in p for p, _, _ in test.items)
+    assert not {p for p, _, _ in train.items} & {p for p, _, _ in test.items}
+    item = train[5]
+    assert item["video"].shape == (3, 9, 16, 16) and item["video"].dtype == torch.float32
+    assert -1.0 <= item["video"].min() and item["video"].max() <= 1.0
+    path, label, caption = train.items[5]
+    assert names[item["label"]] in path and label == item["label"]
+    captions = json.loads((synthetic_root / "captions.json").read_text())
+    assert item["caption"] == captions[path.split(str(synthetic_root) + "/")[1]]
+    assert item["skipped"] == 0
+
+
+def test_clip_sampling_offsets():
+    spec = ClipSpec(num_frames=5, frame_stride=3, sampling=Sampling.center)
+    assert spec.span == 13 and spec.start(21) == 4
+    rnd = ClipSpec(num_frames=5, frame_stride=3, sampling=Sampling.random)
+    assert {rnd.start(14) for _ in range(50)} == {0, 1}
+
+
+def test_decoded_frames_follow_the_requested_offset_and_stride(tmp_path):
+    # frame t is filled with grey level 10*t, so the decoded values reveal which frames were taken
+    frames = np.stack([np.full((16, 16, 3), 10 * t, np.uint8) for t in range(20)])
+    path = str(tmp_path / "ramp.mp4")
+    write_video(path, frames)
+    clip = read_clip(path, ClipSpec(num_frames=4, frame_stride=3, sampling=Sampling.center))
+    # span 10 of 20 frames, centred -> start 5: frames 5, 8, 11, 14
+    np.testing.assert_allclose(clip[..., 0].mean(axis=(1, 2)), [50, 80, 110, 140], atol=3)
+
+
+def test_resize_crop_and_range():
+    video = to_model_range(np.random.randint(0, 256, (3, 40, 60, 3), np.uint8))
+    assert video.shape == (3, 3, 40, 60) and video.min() >= -1 and video.max() <= 1
+    out = resize_crop(video, 32, Sampling.center)
+    assert out.shape == (3, 3, 32, 32) and out.min() >= -1 and out.max() <= 1
+    same = resize_crop(video[:, :, :32, :32], 32, Sampling.random)
+    assert torch.equal(same, video[:, :, :32, :32])
+
+
+def test_bad_files_are_skipped_counted_and_logged(synthetic_root, tmp_path, caplog):
+    root = tmp_path / "ucf"
+    shutil.copytree(synthetic_root, root)
+    train = UCF101(str(root), split=1, train=True, clip=ClipSpec(17, 1, Sampling.center), resolution=32)
+    corrupt, empty, short = (train.items[i][0] for i in (0, 3, 6))
+    with open(corrupt, "r+b") as f:  # keep the size, destroy the content
+        f.write(b"\x00garbage" * 200)
+    open(empty, "wb").close()
+    write_video(short, np.zeros((5, 32, 32, 3), np.uint8))
+    with caplog.at_level("WARNING"):
+        items = [train[i] for i in range(len(train))]
+    assert len(train.bad) == 3 and set(train.bad) == {corrupt, empty, short}
+    assert sum(it["skipped"] for it in items) == 3
+    assert all(it["video"].shape == (3, 17, 32, 32) for it in items)
+    assert {corrupt, empty, short} == {train.items[i][0] for i in (0, 3, 6)}
+    assert all(train.items[it["index"]][0] not in train.bad for it in items)
+    assert sum("skipping unreadable clip" in r.message for r in caplog.records) == 3
+
+
+def test_missing_dataset_root_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="UCF-101 root not found.*data.root"):
+        UCF101(str(tmp_path / "nope"), clip=ClipSpec(), resolution=32)
+    dm = VideoDataModule(dataset="ucf101", root=str(tmp_path / "nope"), num_classes=101, num_workers=0)
+    with pytest.raises(FileNotFoundError, match="nope"):
+        dm.setup("fit")
+
+
+def test_video_and_image_folders(tmp_path):
+    for split in ("train", "val"):
+        for cls in ("abseiling", "juggling_balls"):
+            (tmp_path / "k600" / split / cls).mkdir(parents=True)
+            write_video(str(tmp_path / "k600" / split / cls / "x_000010_000020.mp4"),
+                        np.random.randint(0, 255, (12, 24, 32, 3), np.uint8))
+            (tmp_path / "imnet" / split / cls).mkdir(parents=True)
+            from torchvision.io import write_png
+            write_png(torch.randint(0, 255, (3, 40, 30), dtype=torch.uint8), str(tmp_path / "imnet" / split / cls / "a.png"))
+    videos = VideoFolder(str(tmp_path / "k600"), split="val", clip=ClipSpec(8, 1, Sampling.random), resolution=16)
+    assert videos.classes == ["abseiling", "juggling_balls"] and videos[1]["label"] == 1
+    assert videos[1]["video"].shape == (3, 8, 16, 16) and videos[1]["caption"] == "juggling balls"
+    images = ImageFolderClips(str(tmp_path / "imnet"), split="train", clip=ClipSpec(1), resolution=16)
+    assert images[0]["video"].shape == (3, 1, 16, 16)
+
+
+def test_datamodule_generates_and_loads_deterministic_val(tmp_path):
+    spec = dict(num_classes=3, num_groups=3, num_frames=9, resolution=16)
+    dm = VideoDataModule(dataset="synthetic", root=str(tmp_path / "syn"), num_classes=3, num_frames=9, resolution=16,
+                         batch_size=4, num_workers=0, pin_memory=False, synthetic=spec)
+    dm.prepare_data()
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["video"].shape == (4, 3, 9, 16, 16) and batch["label"].shape == (4,)
+    assert isinstance(batch["caption"], list) and batch["skipped"].sum() == 0
+    v1 = torch.cat([b["video"] for b in dm.val_dataloader()])
+    v2 = torch.cat([b["video"] for b in dm.val_dataloader()])
+    assert torch.equal(v1, v2)
+    with pytest.raises(FileExistsError, match="another spec"):
+        VideoDataModule(dataset="synthetic", root=str(tmp_path / "syn"), num_classes=3,
+                        synthetic={**spec, "seed": 1}).prepare_data()
+    with pytest.raises(ValueError, match="has 3 classes but data.num_classes=5"):
+        VideoDataModule(dataset="synthetic", root=str(tmp_path / "syn"), num_classes=5, synthetic=spec).setup("fit")
+
+
+def test_datamodule_with_workers_counts_skips(synthetic_root, tmp_path):
+    root = tmp_path / "ucf"
+    shutil.copytree(synthetic_root, root)
+    victim = sorted(root.glob("*/*.mp4"))[-1]
+    victim.write_bytes(b"")
+    dm = VideoDataModule(dataset="ucf101", root=str(root), num_classes=4, resolution=32, batch_size=3,
+                         num_workers=2, pin_memory=False, persistent_workers=False)
+    dm.setup("fit")
+    skipped = sum(int(b["skipped"].sum()) for b in dm.train_dataloader())
+    skipped += sum(int(b["skipped"].sum()) for b in dm.val_dataloader())
+    assert skipped == 1

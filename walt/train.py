@@ -1,0 +1,115 @@
+"""The training entry: composed config -> DataModule + LightningModule -> Trainer -> results.json.
+
+Re-running with the same run directory resumes from checkpoints/last.ckpt; a run directory
+holding the COMPLETED marker is skipped unless `force=true`.
+"""
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from pathlib import Path
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from walt import runs
+from walt.config import validate
+
+log = logging.getLogger(__name__)
+
+
+def build_module(cfg: DictConfig) -> L.LightningModule:
+    """The LightningModule of `cfg.stage`."""
+    stage = str(cfg.stage.value if hasattr(cfg.stage, "value") else cfg.stage)
+    if stage == "autoencoder":
+        from walt.modules.autoencoder import build_from_config
+    elif stage == "diffusion":
+        from walt.modules.latent_diffusion import build_from_config
+    else:
+        raise ValueError(f"unknown stage {stage!r}; choose autoencoder or diffusion")
+    return build_from_config(cfg)
+
+
+def flat_hparams(cfg: DictConfig) -> dict:
+    """Scalar leaves of the resolved config as 'group.key' -> value, for TensorBoard's HPARAMS tab."""
+    out = {}
+
+    def walk(node, prefix):
+        for key, value in node.items():
+            name = f"{prefix}{key}"
+            if isinstance(value, dict):
+                walk(value, name + ".")
+            elif isinstance(value, (list, tuple)):
+                out[name] = str(value)
+            elif value is None or isinstance(value, (bool, int, float, str)):
+                out[name] = "None" if value is None else value
+            else:
+                out[name] = str(value)
+
+    container = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    walk({k: v for k, v in container.items() if k not in ("hydra", "paths", "callbacks")}, "")
+    return out
+
+
+def run(cfg: DictConfig) -> dict:
+    """Train one run; returns the results written to <run_dir>/results.json."""
+    run_dir = Path(cfg.paths.run_dir)
+    if runs.is_complete(run_dir) and not cfg.force:
+        log.info("run %s is complete (marker %s); skipping. Use force=true to train again.", run_dir, runs.COMPLETED)
+        return runs.read_results(run_dir)
+    validate(cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / runs.CONFIG).write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    L.seed_everything(cfg.seed, workers=True)
+
+    datamodule = instantiate(cfg.data, _convert_="all")
+    module = build_module(cfg)
+    logger = instantiate(cfg.logger) if cfg.logger else False
+    callbacks = [instantiate(c) for c in cfg.callbacks.values() if c]
+    trainer: L.Trainer = instantiate(cfg.trainer, logger=logger, callbacks=callbacks, default_root_dir=str(run_dir))
+    if logger:
+        # hp metrics are declared up front so the HPARAMS tab lines runs up by the same columns
+        logger.log_hyperparams(flat_hparams(cfg), metrics={m: float("nan") for m in getattr(module, "hp_metrics", ())})
+
+    last = run_dir / runs.LAST_CKPT
+    start_step = 0
+    if last.exists():
+        start_step = torch.load(last, map_location="cpu", weights_only=True, mmap=True)["global_step"]
+        log.info("resuming from %s (step %d)", last, start_step)
+    start = time.perf_counter()
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if last.exists() else None)
+    except BaseException as err:
+        runs.write_json_atomic(run_dir / runs.FAILED, {"error": repr(err), "traceback": traceback.format_exc(),
+                                                       "global_step": trainer.global_step})
+        raise
+    if trainer.interrupted:
+        raise RuntimeError(f"training of {run_dir} was interrupted at step {trainer.global_step}; re-run to resume")
+    wall = time.perf_counter() - start
+    steps = trainer.global_step - start_step
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.as_tensor(v).numel() == 1}
+    results = runs.update_results(
+        run_dir,
+        stage=str(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)["stage"]),
+        metrics=metrics,
+        global_step=trainer.global_step,
+        params=sum(p.numel() for p in module.parameters() if p.requires_grad),
+        wall_time_s=wall,
+        steps_per_sec=steps / wall if wall > 0 else None,
+        peak_memory_bytes=torch.cuda.max_memory_allocated() if torch.cuda.is_available() else None,
+        overrides=_overrides(),
+    )
+    runs.mark_complete(run_dir)
+    log.info("finished %s: %s", run_dir, metrics)
+    return results
+
+
+def _overrides() -> list[str]:
+    from hydra.core.hydra_config import HydraConfig
+
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
