@@ -39,13 +39,22 @@ def compose_config(overrides: list[str]) -> DictConfig:
         return compose(config_name="train", overrides=overrides)
 
 
+def config_groups() -> dict[str, list[str]]:
+    """Config groups of the tree and their options, for --help texts."""
+    from pathlib import Path
+
+    root = Path(CONFIG_DIR)
+    return {d.name: sorted(f.stem for f in d.glob("*.yaml")) for d in sorted(root.iterdir()) if d.is_dir()}
+
+
 def _subcommand_cli(prog: str, commands: dict, argv: list[str] | None) -> None:
     """`prog <command> [overrides]`: commands take the composed config."""
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in commands:
         lines = [f"usage: {prog} <command> [key=value ...]", "", "commands:"]
         lines += [f"  {name:<10} {fn.__doc__.strip().splitlines()[0]}" for name, fn in commands.items()]
-        lines += ["", "Overrides are walt-train's (see `walt-train --help` for the config groups)."]
+        lines += ["", "Overrides are walt-train's; config groups (group=option):"]
+        lines += [f"  {group}: {', '.join(options)}" for group, options in config_groups().items()]
         print("\n".join(lines))
         sys.exit(0 if argv and argv[0] in ("-h", "--help") else 2)
     logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s")

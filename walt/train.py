@@ -13,6 +13,7 @@ from pathlib import Path
 import lightning as L
 import torch
 from hydra.utils import instantiate
+from lightning.pytorch.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig, OmegaConf
 
 from walt import runs
@@ -69,7 +70,10 @@ def run(cfg: DictConfig) -> dict:
     module = build_module(cfg)
     logger = instantiate(cfg.logger) if cfg.logger else False
     callbacks = [instantiate(c) for c in cfg.callbacks.values() if c]
-    trainer: L.Trainer = instantiate(cfg.trainer, logger=logger, callbacks=callbacks, default_root_dir=str(run_dir))
+    # Under Slurm, submitit owns requeueing (hydra/launcher=slurm); Lightning's own SIGUSR1 requeue must stay off.
+    plugins = [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else None
+    trainer: L.Trainer = instantiate(cfg.trainer, logger=logger, callbacks=callbacks, plugins=plugins,
+                                     default_root_dir=str(run_dir))
     if logger:
         # hp metrics are declared up front so the HPARAMS tab lines runs up by the same columns
         logger.log_hyperparams(flat_hparams(cfg), metrics={m: float("nan") for m in getattr(module, "hp_metrics", ())})

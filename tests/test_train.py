@@ -1,0 +1,95 @@
+"""The training entry's contract, with a small LightningModule standing in for a stage:
+results.json + COMPLETED marker, resume from last.ckpt, skip of finished runs, NaN guard."""
+import json
+
+import lightning as L
+import pytest
+import torch
+from omegaconf import open_dict
+
+import walt.train as train_mod
+from walt import runs
+from walt.cli import compose_config
+
+
+class MeanRegressor(L.LightningModule):
+    """Predicts each clip's class from its mean colour; loss can be forced to NaN."""
+
+    hp_metrics = ("val/loss",)
+
+    def __init__(self, num_classes: int, nan_after: int | None = None):
+        super().__init__()
+        self.head = torch.nn.Linear(3, num_classes)
+        self.nan_after = nan_after
+
+    def training_step(self, batch, _):
+        loss = torch.nn.functional.cross_entropy(self.head(batch["video"].mean((2, 3, 4))), batch["label"])
+        if self.nan_after is not None and self.global_step >= self.nan_after:
+            loss = loss * float("nan")
+        self.log("train/loss", loss)
+        return loss
+
+    def validation_step(self, batch, _):
+        self.log("val/loss", torch.nn.functional.cross_entropy(self.head(batch["video"].mean((2, 3, 4))), batch["label"]))
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def make_cfg(tmp_path, synthetic_root, steps, **extra):
+    cfg = compose_config([
+        "data=ucf101", f"data.root={synthetic_root}", "data.num_classes=4", "data.resolution=16",
+        "data.num_frames=5", "data.num_workers=0", "data.batch_size=4", f"trainer.max_steps={steps}",
+        "trainer.val_check_interval=3", "trainer.limit_val_batches=1", "callbacks.model_checkpoint.every_n_train_steps=2",
+        "trainer.enable_progress_bar=false", "~callbacks.rich_progress_bar",
+    ])
+    with open_dict(cfg):
+        cfg.paths.run_dir = str(tmp_path / "run")
+        cfg.update(extra)
+    return cfg
+
+
+@pytest.fixture
+def stand_in(monkeypatch):
+    made = []
+
+    def build(cfg):
+        made.append(MeanRegressor(cfg.data.num_classes, nan_after=cfg.get("nan_after")))
+        return made[-1]
+
+    monkeypatch.setattr(train_mod, "build_module", build)
+    return made
+
+
+def test_run_writes_results_marker_and_resumes(tmp_path, synthetic_root, stand_in):
+    results = train_mod.run(make_cfg(tmp_path, synthetic_root, steps=4))
+    run_dir = tmp_path / "run"
+    assert runs.is_complete(run_dir) and (run_dir / runs.LAST_CKPT).exists()
+    on_disk = json.loads((run_dir / runs.RESULTS).read_text())
+    assert on_disk == json.loads(json.dumps(results)) and on_disk["global_step"] == 4
+    assert on_disk["params"] == 3 * 4 + 4 and on_disk["steps_per_sec"] > 0 and "val/loss" in on_disk["metrics"]
+    assert (run_dir / runs.CONFIG).read_text().count(str(synthetic_root)) >= 1
+    assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
+    ckpt = torch.load(run_dir / runs.LAST_CKPT, weights_only=True)
+    assert ckpt["global_step"] == 4
+
+    # finished: a re-run is a skip that returns the stored results and builds nothing
+    assert train_mod.run(make_cfg(tmp_path, synthetic_root, steps=4)) == on_disk and len(stand_in) == 1
+
+    # an unfinished run (no marker) resumes from last.ckpt and the step count continues
+    (run_dir / runs.COMPLETED).unlink()
+    resumed = train_mod.run(make_cfg(tmp_path, synthetic_root, steps=6))
+    assert resumed["global_step"] == 6 and runs.is_complete(run_dir)
+    assert torch.load(run_dir / runs.LAST_CKPT, weights_only=True)["global_step"] == 6
+
+
+def test_nan_loss_stops_with_clear_error_and_keeps_checkpoints(tmp_path, synthetic_root, stand_in):
+    cfg = make_cfg(tmp_path, synthetic_root, steps=10, nan_after=3)
+    with pytest.raises(FloatingPointError, match=r"non-finite train/loss=nan at step \d"):
+        train_mod.run(cfg)
+    run_dir = tmp_path / "run"
+    assert not runs.is_complete(run_dir)
+    assert json.loads((run_dir / runs.FAILED).read_text())["error"].startswith("FloatingPointError")
+    last = torch.load(run_dir / runs.LAST_CKPT, weights_only=True)
+    assert last["global_step"] == 2
+    assert all(torch.isfinite(v).all() for v in last["state_dict"].values())
