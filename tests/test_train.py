@@ -93,3 +93,31 @@ def test_nan_loss_stops_with_clear_error_and_keeps_checkpoints(tmp_path, synthet
     last = torch.load(run_dir / runs.LAST_CKPT, weights_only=True)
     assert last["global_step"] == 2
     assert all(torch.isfinite(v).all() for v in last["state_dict"].values())
+
+
+def test_preemption_signal_saves_last_checkpoint_then_calls_submitit_handler(tmp_path, synthetic_root, monkeypatch):
+    """submitit's USR2 handler must run only after last.ckpt holds the current step."""
+    import os
+    import signal
+
+    calls = []
+
+    def submitit_handler(signum, frame):  # stands in for submitit's checkpoint_and_try_requeue
+        calls.append(torch.load(tmp_path / "run" / runs.LAST_CKPT, weights_only=True)["global_step"])
+        raise SystemExit(-1)
+
+    class SignalAt(MeanRegressor):
+        def training_step(self, batch, batch_idx):
+            if self.global_step == 2:  # the signal lands mid-step; the save waits for the batch end (step 3)
+                os.kill(os.getpid(), signal.SIGUSR2)
+            return super().training_step(batch, batch_idx)
+
+    monkeypatch.setattr(train_mod, "build_module", lambda cfg: SignalAt(cfg.data.num_classes))
+    previous = signal.signal(signal.SIGUSR2, submitit_handler)
+    try:
+        with pytest.raises(SystemExit):
+            train_mod.run(make_cfg(tmp_path, synthetic_root, steps=50))
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+    assert calls == [3]  # checkpoint every 2 steps would otherwise have left step 2
+    assert not runs.is_complete(tmp_path / "run")

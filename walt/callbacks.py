@@ -2,9 +2,13 @@
 from __future__ import annotations
 
 import math
+import os
+import signal
 
 import lightning as L
 import torch
+
+from walt.runs import LAST_CKPT
 
 
 class SkippedClipCounter(L.Callback):
@@ -50,3 +54,47 @@ class FiniteLossGuard(L.Callback):
                 f"non-finite {self.key}={float(loss)} at step {trainer.global_step}; training stopped. "
                 f"Checkpoints written so far are intact: resume from last.ckpt with a lower lr or fp32."
             )
+
+
+class PreemptionCheckpoint(L.Callback):
+    """Saves last.ckpt when Slurm warns of a timeout or preemption, then lets submitit requeue.
+
+    submitit (hydra/launcher=slurm) requeues the job on its signal (SIGUSR2 unless
+    $SUBMITIT_PREEMPT_SIGNAL says otherwise) and the requeued job re-enters the same run directory,
+    where walt.train resumes from last.ckpt. Without this callback, up to `every_n_train_steps`
+    of work would be lost. The handler only sets a flag: the checkpoint is written at the next
+    batch boundary, never in the middle of an optimizer step, then the previous handler runs.
+    """
+
+    def __init__(self, signal_name: str | None = None):
+        self.signal_name = signal_name or "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2")
+        self.requested = False
+        self._previous = None
+
+    def _on_signal(self, signum, frame):
+        self.requested = True
+        self._frame = frame
+
+    def on_train_start(self, trainer, pl_module):
+        self._signum = getattr(signal, self.signal_name)
+        self._previous = signal.signal(self._signum, self._on_signal)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if not self.requested:
+            return
+        self.requested = False
+        ckpt = next((c for c in trainer.checkpoint_callbacks if c.dirpath), None)
+        path = os.path.join(ckpt.dirpath, LAST_CKPT.name) if ckpt else os.path.join(trainer.default_root_dir, str(LAST_CKPT))
+        trainer.save_checkpoint(path)
+        pl_module.print(f"[preemption] {self.signal_name} received: saved {path} at step {trainer.global_step}")
+        previous, self._previous = self._previous, None
+        signal.signal(self._signum, previous if previous is not None else signal.SIG_DFL)
+        if callable(previous):
+            previous(self._signum, self._frame)
+        else:
+            os.kill(os.getpid(), self._signum)
+
+    def on_train_end(self, trainer, pl_module):
+        if self._previous is not None:
+            signal.signal(self._signum, self._previous)
+            self._previous = None
