@@ -4,6 +4,7 @@ model override means the same thing to every command.
     walt-train [overrides]            train one run (Hydra app: -m for sweeps, launchers, --help)
     walt-data synthetic [overrides]   write the synthetic moving-shapes dataset
     walt-info [overrides]             one JSON line: parameter counts and shapes, no data touched
+    walt-tables <runs dir>            the papers' tables from finished runs (analysis package)
 """
 from __future__ import annotations
 
@@ -79,3 +80,10 @@ DATA_COMMANDS = {"synthetic": _data_synthetic}
 def data(argv: list[str] | None = None) -> None:
     """walt-data: dataset preparation."""
     _subcommand_cli("walt-data", DATA_COMMANDS, argv)
+
+
+def tables(argv: list[str] | None = None) -> None:
+    """walt-tables: collect finished runs into the papers' tables (Markdown, LaTeX, PNG)."""
+    from analysis.cli import main
+
+    main(argv)
