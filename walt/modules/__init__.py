@@ -1,0 +1,1 @@
+"""LightningModules of the stages and helpers they share (EMA)."""

@@ -1,0 +1,146 @@
+"""The W.A.L.T denoiser: conditioning concats -> per-frame patches -> layout of window blocks -> latents."""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from walt.transformer.blocks import Block, FinalLayer
+from walt.transformer.conditioning import SharedAdaLN
+from walt.transformer.config import ModelConfig
+from walt.transformer.embeddings import LabelEmbed, PatchEmbed, SpaceTimePosEmbed, TimestepEmbed, unpatchify
+
+
+class WALT(nn.Module):
+    """Window attention latent transformer predicting the diffusion target (v, eps or x0).
+
+    forward(x, t, y, ...) takes noisy latents x (B, c, T, H, W) with T = cfg.input_size[0] (a video)
+    or T = 1 (an image batch) and returns a tensor of the same shape. Optional conditions:
+      y          (B,) int labels; index cfg.num_classes is the null class (unconditional).
+      self_cond  (B, c, T, H, W) stop-grad x0 estimate (self-conditioning; zeros when omitted).
+      context, context_mask  clean latents (B, c, T, H, W) and (B, T) per-frame mask for frame
+                 prediction; enter as concat(mask * context, mask) (zeros when omitted).
+      is_image   (B,) bool: samples whose frames are independent images (no cross-frame mixing).
+      text, text_mask  (B, L, cross_attention_dim) token states and (B, L) keep-mask.
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        d = cfg.hidden_size
+        self.patch_embed = PatchEmbed(cfg.model_in_channels, d, cfg.patch_size)
+        self.pos_embed = SpaceTimePosEmbed(cfg.grid, d)
+        self.t_embed = TimestepEmbed(d, cfg.frequency_embedding_size)
+        self.y_embed = LabelEmbed(cfg.num_classes, d, cfg.class_dropout_prob) if cfg.num_classes > 0 else None
+        self.shared_adaln = SharedAdaLN(d) if cfg.adaln_lora_rank > 0 else None
+        self.blocks = nn.ModuleList([Block(kind, cfg) for kind in cfg.blocks])
+        self.final = FinalLayer(d, cfg.patch_size, cfg.in_channels)
+        self._init_weights()
+
+    def _init_weights(self):
+        # Xavier for the transformer's linear layers; zero-init modulations / outputs are set by their modules.
+        for block in self.blocks:
+            for module in (block.attn.qkv, block.attn.proj, block.mlp.fc1, block.mlp.fc2):
+                nn.init.xavier_uniform_(module.weight)
+                nn.init.zeros_(module.bias)
+        nn.init.xavier_uniform_(self.patch_embed.proj.weight)
+        nn.init.zeros_(self.patch_embed.proj.bias)
+        for layer in (self.t_embed.mlp[0], self.t_embed.mlp[2]):
+            nn.init.normal_(layer.weight, std=0.02)
+
+    @property
+    def null_class(self) -> int:
+        return self.cfg.num_classes
+
+    def drop_labels(self, y: Optional[torch.Tensor], generator: Optional[torch.Generator] = None):
+        """Training-time label dropout (to the null class) for classifier-free guidance."""
+        return y if (y is None or self.y_embed is None) else self.y_embed.drop(y, generator)
+
+    def condition(self, t: torch.Tensor, y: Optional[torch.Tensor]) -> torch.Tensor:
+        """SiLU(c + t): the vector every AdaLN layer reads, (B, d)."""
+        c = self.t_embed(t)
+        if self.y_embed is not None:
+            if y is None:
+                y = torch.full((t.shape[0],), self.null_class, dtype=torch.long, device=t.device)
+            c = c + self.y_embed(y)
+        return F.silu(c)
+
+    def assemble_input(self, x, self_cond=None, context=None, context_mask=None) -> torch.Tensor:
+        """Channel concat of x_t [, x0 estimate] [, mask * context, mask] -> (B, model_in_channels, T, H, W)."""
+        parts = [x]
+        if self.cfg.self_cond_prob > 0:
+            parts.append(torch.zeros_like(x) if self_cond is None else self_cond.to(x.dtype))
+        if self.cfg.context_frames > 0:
+            if context is None or context_mask is None:
+                parts += [torch.zeros_like(x), torch.zeros_like(x[:, :1])]
+            else:
+                B, _, T, H, W = x.shape
+                mask = context_mask.to(x.dtype).view(B, 1, T, 1, 1).expand(B, 1, T, H, W)
+                parts += [context.to(x.dtype) * mask, mask]
+        return torch.cat(parts, dim=1)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        y: Optional[torch.Tensor] = None,
+        *,
+        self_cond: Optional[torch.Tensor] = None,
+        context: Optional[torch.Tensor] = None,
+        context_mask: Optional[torch.Tensor] = None,
+        is_image: Optional[torch.Tensor] = None,
+        text: Optional[torch.Tensor] = None,
+        text_mask: Optional[torch.Tensor] = None,
+    ) -> torch.Tensor:
+        B, C, T, H, W = x.shape
+        gT, gH, gW = self.cfg.input_size
+        if C != self.cfg.in_channels or (H, W) != (gH, gW) or T not in (1, gT):
+            raise ValueError(
+                f"input {tuple(x.shape)} does not match the model's latents (B, {self.cfg.in_channels}, "
+                f"{gT} or 1, {gH}, {gW})"
+            )
+        x = x.to(self.patch_embed.proj.weight.dtype)  # bf16-true weights; a no-op under autocast
+        cond = self.condition(t, y)
+        shared = self.shared_adaln(cond) if self.shared_adaln is not None else None
+        h = self.patch_embed(self.assemble_input(x, self_cond, context, context_mask))  # (B, T, H/p, W/p, d)
+        h = self.pos_embed(h, is_image)
+        for block in self.blocks:
+            if self.cfg.grad_checkpointing and self.training and torch.is_grad_enabled():
+                h = checkpoint(block, h, cond, shared, is_image, text, text_mask, use_reentrant=False)
+            else:
+                h = block(h, cond, shared, is_image, text, text_mask)
+        h = self.final(h, cond)  # (B, T, H/p, W/p, p*p*c)
+        return unpatchify(h, self.cfg.patch_size, self.cfg.in_channels)
+
+
+def count_params(cfg: ModelConfig, trainable_only: bool = True) -> int:
+    """Stage-2 parameters of a config, built on the meta device (no memory, instant even for XL)."""
+    with torch.device("meta"):
+        model = WALT(cfg)
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def tokens_per_sample(cfg: ModelConfig, latent_shape: Optional[tuple] = None) -> int:
+    """Transformer tokens of one sample: T * H/p * W/p for latents (T, H, W) (default cfg.input_size)."""
+    T, H, W = latent_shape if latent_shape is not None else cfg.input_size
+    p = cfg.patch_size
+    return T * (H // p) * (W // p)
+
+
+def train_flops_per_sample(cfg: ModelConfig) -> float:
+    """Model FLOPs of one training sample (forward + backward = 3x forward, matmuls only).
+
+    Linear layers: 2 * params * tokens; attention: QK^T and AV, 4 * n_window * d per token.
+    """
+    tokens = tokens_per_sample(cfg)
+    d, T = cfg.hidden_size, cfg.input_size[0]
+    block_linear = (4 + 2 * cfg.mlp_ratio) * d * d  # qkv + proj, MLP
+    fwd = 2 * tokens * block_linear * cfg.depth
+    for kind in cfg.blocks:
+        wt, wh, ww = cfg.window(kind)
+        fwd += 4 * tokens * (min(wt, T) * wh * ww) * d
+    fwd += 2 * tokens * (cfg.model_in_channels * cfg.patch_size**2 * d + d * cfg.patch_size**2 * cfg.in_channels)
+    return 3.0 * fwd
