@@ -75,6 +75,11 @@ def test_unknown_group_option_lists_available():
     (["trainer.precision=bf17"], "bf16-mixed"),
     (["data.frame_stride=2"], "synthetic.num_frames"),
     (["data=ucf101", "data.split=4"], "1, 2 or 3"),
+    (["data.num_frames=16"], r"1 \+ k\*4"),
+    (["stage=diffusion", "model.st_window=[5,3,3]"], r"valid h sizes: \[1, 2, 4, 8\]"),
+    (["stage=diffusion", "model.patch_size=3"], r"valid sizes: \[1, 2, 4, 8\]"),
+    (["stage=diffusion", "diffusion.prediction=score"], "not one of"),
+    (["autoencoder.temporal_padding=reflect"], "replicate"),
 ])
 def test_cross_field_validation(override, message):
     with pytest.raises(ValueError, match=message):

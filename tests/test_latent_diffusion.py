@@ -152,15 +152,14 @@ def test_lr_schedule_warmup_then_cosine():
 
 
 def test_build_from_hydra_config_infers_latent_shape():
-    from omegaconf import OmegaConf
+    from walt.cli import compose_config
 
-    cfg = OmegaConf.create({
-        "model": {"depth": 2, "hidden_size": 32, "num_heads": 2, "st_window": [5, 4, 4], "input_size": None, "in_channels": None},
-        "diffusion": {"prediction": "v"}, "optim": {"lr": 1e-4, "ema_decay": 0.999},
-        "data": {"dataset": "synthetic", "num_classes": 8, "num_frames": 17, "resolution": 64},
-    })
+    cfg = compose_config(["stage=diffusion", "model=walt_tiny", "model.depth=2", "model.hidden_size=32",
+                          "model.num_heads=2", "autoencoder=tiny", "autoencoder.latent_channels=4",
+                          "data.synthetic.resolution=64", "optim.ema_decay=0.999"])
     module = build_from_config(cfg)
-    assert module.model_cfg.input_size == (5, 8, 8) and module.model_cfg.in_channels == 8
+    # 17x64x64 clips through the tiny autoencoder (/4 time, /8 space) with c=4
+    assert module.model_cfg.input_size == (5, 8, 8) and module.model_cfg.in_channels == 4
     assert module.model_cfg.num_classes == 8 and module.hparams.ema_decay == 0.999
     with pytest.raises(ValueError, match="valid keys"):
         LatentDiffusionModule(optim={"learning_rate": 1.0})

@@ -87,3 +87,44 @@ def tables(argv: list[str] | None = None) -> None:
     from analysis.cli import main
 
     main(argv)
+
+
+def info(argv: list[str] | None = None) -> None:
+    """walt-info [overrides]: one JSON line describing the configured models, built on the meta device.
+
+    autoencoder_params, input_shape and latent_shape ([T, H, W, C]; latent from a meta forward
+    pass, so it is what the encoder really produces), params (stage-2 trainable) and tokens (per sample).
+    """
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in ("-h", "--help"):
+        print(info.__doc__)
+        return
+    print(json.dumps(describe(compose_config(argv))))
+
+
+def describe(cfg: DictConfig) -> dict:
+    """The walt-info record of a composed config (no data read, no weights allocated)."""
+    import torch
+
+    from walt.autoencoder import CausalAutoencoder
+    from walt.config import autoencoder_config, clip_frames, model_config, validate
+    from walt.transformer.backbone import count_params, tokens_per_sample
+
+    validate(cfg)
+    ae_cfg = autoencoder_config(cfg)
+    frames, res = clip_frames(cfg), int(cfg.data.resolution)
+    with torch.device("meta"):
+        ae = CausalAutoencoder(ae_cfg)
+        latent = ae.encode(torch.empty(1, ae_cfg.in_channels, frames, res, res))
+    _, c, t, h, w = latent.shape
+    model = model_config(cfg)
+    return {
+        "stage": str(cfg.stage.value),
+        "autoencoder_params": sum(p.numel() for p in ae.parameters()),
+        "input_shape": [frames, res, res, ae_cfg.in_channels],
+        "latent_shape": [t, h, w, c],
+        "params": count_params(model),
+        "tokens": tokens_per_sample(model),
+        "blocks": list(model.blocks),
+        "windows": {kind: list(model.window(kind)) for kind in dict.fromkeys(model.blocks)},
+    }

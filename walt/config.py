@@ -128,12 +128,17 @@ class TrainConfig:
     stage: which LightningModule to train. seed: global seed (workers too).
     run_name: the run directory's name; re-using it resumes from last.ckpt.
     force: train even when the run directory already holds a completion marker.
+    first_stage_ckpt: stage-2's frozen autoencoder checkpoint.
+    autoencoder/model/diffusion/optim: checked by their own dataclasses (walt.autoencoder.config,
+    walt.transformer.config, walt.diffusion.config) in `validate`; their fields mix strings and
+    lists (st_window: [5,8,8] or full), which OmegaConf's typed nodes cannot express.
     """
 
     stage: Stage = Stage.autoencoder
     seed: int = 0
     run_name: str = MISSING
     force: bool = False
+    first_stage_ckpt: Optional[str] = None
     paths: PathsConfig = MISSING
     data: DataConfig = MISSING
     trainer: TrainerConfig = MISSING
@@ -174,3 +179,56 @@ def validate(cfg: DictConfig) -> None:
             )
     if data.dataset == Dataset.ucf101 and data.split not in (1, 2, 3):
         raise ValueError(f"data.split must be 1, 2 or 3 for UCF-101, got {data.split}")
+    ae = autoencoder_config(cfg)
+    frames = clip_frames(cfg)
+    if (frames - 1) % ae.temporal_factor or data.resolution % ae.spatial_factor:
+        raise ValueError(
+            f"clips of {frames}x{data.resolution}x{data.resolution} do not fit the autoencoder's /{ae.temporal_factor} "
+            f"time and /{ae.spatial_factor} space factors: data.num_frames must be 1 + k*{ae.temporal_factor} "
+            f"(e.g. 17) and data.resolution a multiple of {ae.spatial_factor}"
+        )
+    if cfg.stage == Stage.diffusion:
+        model_config(cfg)
+        from walt.diffusion.config import DiffusionConfig
+
+        DiffusionConfig.from_dict(_plain(cfg.diffusion))
+
+
+def _plain(node: Any) -> Any:
+    """A config node as plain Python containers (enums as strings)."""
+    if isinstance(node, DictConfig) or OmegaConf.is_list(node):
+        return OmegaConf.to_container(node, resolve=True, enum_to_str=True)
+    return node
+
+
+def clip_frames(cfg: DictConfig) -> int:
+    """Frames per clip (images are 1-frame clips)."""
+    return 1 if cfg.data.dataset == Dataset.imagenet else int(cfg.data.num_frames)
+
+
+def autoencoder_config(cfg: DictConfig):
+    """The validated walt.autoencoder.config.AutoencoderConfig of a composed config."""
+    from walt.autoencoder.config import AutoencoderConfig
+
+    return AutoencoderConfig.from_dict(_plain(cfg.autoencoder))
+
+
+def latent_shape(cfg: DictConfig) -> tuple[int, int, int, int]:
+    """(c, t, h, w) of the configured clip's latent."""
+    res = int(cfg.data.resolution)
+    return autoencoder_config(cfg).latent_shape(clip_frames(cfg), res, res)
+
+
+def model_config(cfg: DictConfig):
+    """The validated stage-2 ModelConfig: in_channels / input_size left null come from the latent shape,
+    num_classes from the data."""
+    from walt.transformer.config import ModelConfig
+
+    model = dict(_plain(cfg.model))
+    c, t, h, w = latent_shape(cfg)
+    if model.get("in_channels") is None:
+        model["in_channels"] = c
+    if model.get("input_size") is None:
+        model["input_size"] = [t, h, w]
+    model["num_classes"] = int(cfg.data.num_classes)
+    return ModelConfig.from_dict(model)

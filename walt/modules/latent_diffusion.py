@@ -287,33 +287,17 @@ def _plain(value):
 def build_from_config(cfg) -> LatentDiffusionModule:
     """The module of a composed `walt-train stage=diffusion` config.
 
-    Reads cfg.model, cfg.diffusion, cfg.optim (optim may also carry ema_decay,
-    sample_every_n_steps and num_log_samples), cfg.data.num_classes. model.in_channels and
-    model.input_size left null are derived from cfg.autoencoder and the clip shape of cfg.data.
+    Reads cfg.model (completed by walt.config.model_config), cfg.diffusion, cfg.optim (optim may
+    also carry ema_decay, sample_every_n_steps and num_log_samples) and cfg.first_stage_ckpt.
     """
-    model = _plain(cfg.get("model") or {})
+    from walt.config import model_config
+
+    model = model_config(cfg).to_dict()
     diffusion = _plain(cfg.get("diffusion") or {})
     optim = _plain(cfg.get("optim") or {})
     extra = {k: optim.pop(k) for k in ("ema_decay", "sample_every_n_steps", "num_log_samples") if k in optim}
-    data = cfg.data
-    c, t, h, w = _latent_shape(cfg)
-    if model.get("in_channels") is None:
-        model["in_channels"] = c
-    if model.get("input_size") is None:
-        model["input_size"] = [t, h, w]
-    return LatentDiffusionModule(model, diffusion, optim, num_classes=int(data.num_classes),
+    return LatentDiffusionModule(model, diffusion, optim, num_classes=model["num_classes"],
                                  first_stage=_first_stage(cfg), **extra)
-
-
-def _latent_shape(cfg) -> tuple[int, int, int, int]:
-    """(c, t, h, w) of the data's clips under the configured autoencoder (W.A.L.T's 4x / 8x default)."""
-    frames = 1 if str(_plain(cfg.data.get("dataset"))) == "imagenet" else int(cfg.data.num_frames)
-    res = int(cfg.data.resolution)
-    if cfg.get("autoencoder"):
-        from walt.autoencoder.config import AutoencoderConfig
-
-        return AutoencoderConfig.from_dict(cfg.autoencoder).latent_shape(frames, res, res)
-    return 8, 1 + (frames - 1) // 4, res // 8, res // 8
 
 
 def _first_stage(cfg) -> Optional[nn.Module]:

@@ -183,6 +183,8 @@ class ModelConfig:
             name = "t_window"
         else:
             raise ValueError(f"unknown block kind {kind!r}; valid kinds: {BLOCK_KINDS}")
+        if T == 1:  # image models (ImageNet: 1 latent frame) keep the video preset's windows
+            win = (1, *win[1:])
         for size, extent, axis in zip(win, (T, H, W), "thw"):
             if size < 1 or extent % size:
                 raise ValueError(

@@ -1,0 +1,55 @@
+"""Command-line entry points, run as a user would (subprocess where the process boundary matters)."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from walt.cli import describe, compose_config
+
+
+def run_cli(*args, cwd=None):
+    code = "import sys; from walt.cli import {0}; sys.argv[0] = '{0}'; {0}()".format(args[0])
+    return subprocess.run([sys.executable, "-c", code, *args[1:]], capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+@pytest.mark.parametrize("overrides,expected", [
+    # the paper's shapes: 17x128x128 -> 5x16x16xc and 1x256x256 -> 1x32x32xc; W.A.L.T-L r=2 = 313M
+    (["autoencoder=magvit2", "model=walt_l", "data=ucf101"],
+     {"input_shape": [17, 128, 128, 3], "latent_shape": [5, 16, 16, 8], "tokens": 1280}),
+    (["autoencoder=magvit2", "model=walt_l", "data=imagenet", "autoencoder.latent_channels=16"],
+     {"input_shape": [1, 256, 256, 3], "latent_shape": [1, 32, 32, 16], "tokens": 1024}),
+    (["autoencoder=tiny", "model=walt_tiny", "model.patch_size=2"],
+     {"input_shape": [17, 64, 64, 3], "latent_shape": [5, 8, 8, 8], "tokens": 80}),
+])
+def test_describe_shapes(overrides, expected):
+    record = describe(compose_config(overrides))
+    assert {k: record[k] for k in expected} == expected
+    assert record["autoencoder_params"] > 0 and record["params"] > 0
+
+
+def test_walt_l_params_in_info():
+    record = describe(compose_config(["autoencoder=magvit2", "model=walt_l", "data=ucf101"]))
+    assert abs(record["params"] / 313e6 - 1) < 0.02
+
+
+def test_walt_info_prints_one_json_line():
+    out = run_cli("info", "model.adaln_lora_rank=4")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.strip().splitlines()
+    assert len(lines) == 1 and {"autoencoder_params", "input_shape", "latent_shape", "params", "tokens"} <= set(json.loads(lines[0]))
+
+
+def test_walt_data_synthetic_writes_the_dataset(tmp_path):
+    out = run_cli("data", "synthetic", f"paths.data_dir={tmp_path}", "data.synthetic.num_groups=2",
+                  "data.synthetic.num_classes=2", "data.synthetic.resolution=16")
+    assert out.returncode == 0, out.stderr
+    root = json.loads(out.stdout.strip().splitlines()[-1])["root"]
+    assert root.startswith(str(tmp_path)) and len(list((tmp_path).glob("*/*/*.mp4"))) == 4
+
+
+def test_help_texts_list_config_groups():
+    out = run_cli("data", "--help")
+    assert out.returncode == 0 and "data: imagenet, kinetics600, synthetic, ucf101" in out.stdout
+    out = run_cli("train", "--help")
+    assert out.returncode == 0 and "model: walt_l" in out.stdout and "== Configuration groups ==" in out.stdout
