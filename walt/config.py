@@ -128,7 +128,8 @@ class TrainConfig:
     stage: which LightningModule to train. seed: global seed (workers too).
     run_name: the run directory's name; re-using it resumes from last.ckpt.
     force: train even when the run directory already holds a completion marker.
-    first_stage_ckpt: stage-2's frozen autoencoder checkpoint.
+    first_stage_ckpt: stage-2's frozen autoencoder checkpoint; "auto" finds or trains it by config
+        hash (walt.first_stage), with first_stage_steps training steps.
     autoencoder/model/diffusion/optim: checked by their own dataclasses (walt.autoencoder.config,
     walt.transformer.config, walt.diffusion.config) in `validate`; their fields mix strings and
     lists (st_window: [5,8,8] or full), which OmegaConf's typed nodes cannot express.
@@ -138,7 +139,8 @@ class TrainConfig:
     seed: int = 0
     run_name: str = MISSING
     force: bool = False
-    first_stage_ckpt: Optional[str] = None
+    first_stage_ckpt: Optional[str] = "auto"
+    first_stage_steps: int = 2000
     paths: PathsConfig = MISSING
     data: DataConfig = MISSING
     trainer: TrainerConfig = MISSING

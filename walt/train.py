@@ -14,17 +14,21 @@ import lightning as L
 import torch
 from hydra.utils import instantiate
 from lightning.pytorch.plugins.environments import SLURMEnvironment
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
-from walt import runs
+from walt import first_stage, runs
 from walt.config import validate
 
 log = logging.getLogger(__name__)
 
 
+def stage_name(cfg: DictConfig) -> str:
+    return str(cfg.stage.value if hasattr(cfg.stage, "value") else cfg.stage)
+
+
 def build_module(cfg: DictConfig) -> L.LightningModule:
     """The LightningModule of `cfg.stage`."""
-    stage = str(cfg.stage.value if hasattr(cfg.stage, "value") else cfg.stage)
+    stage = stage_name(cfg)
     if stage == "autoencoder":
         from walt.modules.autoencoder import build_from_config
     elif stage == "diffusion":
@@ -62,6 +66,9 @@ def run(cfg: DictConfig) -> dict:
         log.info("run %s is complete (marker %s); skipping. Use force=true to train again.", run_dir, runs.COMPLETED)
         return runs.read_results(run_dir)
     validate(cfg)
+    if stage_name(cfg) == "diffusion":  # before config.yaml, so the run records the checkpoint it used
+        with open_dict(cfg):
+            cfg.first_stage_ckpt = first_stage.resolve(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / runs.CONFIG).write_text(OmegaConf.to_yaml(cfg, resolve=True))
     L.seed_everything(cfg.seed, workers=True)
@@ -99,7 +106,7 @@ def run(cfg: DictConfig) -> dict:
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.as_tensor(v).numel() == 1}
     results = runs.update_results(
         run_dir,
-        stage=str(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)["stage"]),
+        stage=stage_name(cfg),
         metrics=metrics,
         global_step=trainer.global_step,
         params=sum(p.numel() for p in module.parameters() if p.requires_grad),

@@ -301,10 +301,15 @@ def build_from_config(cfg) -> LatentDiffusionModule:
 
 
 def _first_stage(cfg) -> Optional[nn.Module]:
-    """The frozen autoencoder named by cfg.first_stage_ckpt (None: batches must carry latents)."""
-    path = cfg.get("first_stage_ckpt")
-    if not path:
-        return None
-    from walt.modules.autoencoder import load_first_stage  # provided by the autoencoder stage
+    """The frozen autoencoder of cfg.first_stage_ckpt (None: batches must carry latents).
 
-    return load_first_stage(path)
+    Latent normalisation follows this run's `autoencoder.normalize_latents` (Table 3e ablates it
+    in stage 2), not the flag the autoencoder was trained with; the statistics are in its checkpoint.
+    """
+    path = cfg.get("first_stage_ckpt")
+    if not path or path == "auto":
+        return None
+    from walt.modules.autoencoder import load_autoencoder
+
+    ae = cfg.get("autoencoder")
+    return load_autoencoder(path, normalize_latents=None if ae is None else bool(ae.normalize_latents))
