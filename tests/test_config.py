@@ -84,3 +84,45 @@ def test_unknown_group_option_lists_available():
 def test_cross_field_validation(override, message):
     with pytest.raises(ValueError, match=message):
         validate(compose_config(override))
+
+
+def sweep_points(name):
+    """The overrides of every job in a sweep preset's grid (Hydra's basic sweeper: cartesian product)."""
+    import itertools
+
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=[f"+sweep={name}"], return_hydra_config=True)
+    params = cfg.hydra.sweeper.params or {}
+    parser = OverridesParser.create()
+    axes = []
+    for key, value in params.items():
+        override = parser.parse_override(f"{key}={value}")
+        axes.append([f"{key}={v}" for v in override.sweep_string_iterator()] if override.is_sweep_override()
+                    else [f"{key}={value}"])
+    return [list(point) for point in itertools.product(*axes)]
+
+
+@pytest.mark.parametrize("name", SWEEPS)
+def test_every_point_of_a_sweep_is_valid_at_paper_latent_grid(name):
+    """Synthetic 128 px clips give the paper's 5x16x16 latent grid, so each preset must validate there."""
+    points = sweep_points(name)
+    assert len(points) >= 1
+    for point in points:
+        cfg = compose_config([f"+sweep={name}", "data.synthetic.resolution=128", *point])
+        validate(cfg)
+        assert cfg.run_name == name.replace("_full", "") and str(cfg.stage.value) == "diffusion"
+
+
+def test_table3e_ablation_rows_switch_off_one_choice_each():
+    flags = {}
+    for point in sweep_points("table3e"):
+        cfg = compose_config(["+sweep=table3e", *point])
+        flags[point[0]] = (cfg.model.qk_norm, cfg.autoencoder.normalize_latents, cfg.diffusion.zero_terminal_snr)
+    assert flags == {
+        "ablation=none": (True, True, True), "ablation=no_qk_norm": (False, True, True),
+        "ablation=no_latent_norm": (True, False, True), "ablation=no_zero_terminal_snr": (True, True, False),
+    }
