@@ -4,6 +4,8 @@ model override means the same thing to every command.
     walt-train [overrides]            train one run (Hydra app: -m for sweeps, launchers, --help)
     walt-data synthetic [overrides]   write the synthetic moving-shapes dataset
     walt-info [overrides]             one JSON line: parameter counts and shapes, no data touched
+    walt-eval <run dir> [overrides]   generate samples, compute FVD/IS-style metrics, store them
+    walt-sample <run dir> [options]   write sample grids (mp4, gif)
     walt-tables <runs dir>            the papers' tables from finished runs (analysis package)
 """
 from __future__ import annotations
@@ -128,3 +130,17 @@ def describe(cfg: DictConfig) -> dict:
         "blocks": list(model.blocks),
         "windows": {kind: list(model.window(kind)) for kind in dict.fromkeys(model.blocks)},
     }
+
+
+def evaluate(argv: list[str] | None = None) -> None:
+    """walt-eval <run_dir> [--untrained OUT_DIR] [overrides]: metrics of a finished run into its results.json."""
+    from walt.evaluate import main
+
+    main(argv)
+
+
+def sample(argv: list[str] | None = None) -> None:
+    """walt-sample <run_dir> [-n N] [--out DIR] ...: mp4/gif sample grids from a checkpoint."""
+    from walt.sample import main
+
+    main(argv)

@@ -150,6 +150,7 @@ class TrainConfig:
     model: Any = None
     diffusion: Any = None
     optim: Any = None
+    eval: Any = None
 
 
 def register() -> None:
@@ -194,6 +195,10 @@ def validate(cfg: DictConfig) -> None:
         from walt.diffusion.config import DiffusionConfig
 
         DiffusionConfig.from_dict(_plain(cfg.diffusion))
+    if cfg.get("eval") is not None:
+        from walt.evaluate import check_config
+
+        check_config(cfg)
 
 
 def _plain(node: Any) -> Any:

@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from walt import first_stage, runs
 from walt.config import validate
+from walt.evaluate import evaluate_after_train, hp_metric_tags
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +84,8 @@ def run(cfg: DictConfig) -> dict:
                                      default_root_dir=str(run_dir))
     if logger:
         # hp metrics are declared up front so the HPARAMS tab lines runs up by the same columns
-        logger.log_hyperparams(flat_hparams(cfg), metrics={m: float("nan") for m in getattr(module, "hp_metrics", ())})
+        hp_metrics = (*getattr(module, "hp_metrics", ()), *hp_metric_tags(cfg))
+        logger.log_hyperparams(flat_hparams(cfg), metrics={m: float("nan") for m in hp_metrics})
 
     last = run_dir / runs.LAST_CKPT
     start_step = 0
@@ -115,9 +117,10 @@ def run(cfg: DictConfig) -> dict:
         peak_memory_bytes=torch.cuda.max_memory_allocated() if torch.cuda.is_available() else None,
         overrides=_overrides(),
     )
+    evaluate_after_train(cfg, module, trainer)  # before the marker: a killed evaluation resumes on re-run
     runs.mark_complete(run_dir)
     log.info("finished %s: %s", run_dir, metrics)
-    return results
+    return runs.read_results(run_dir)
 
 
 def _overrides() -> list[str]:
