@@ -1,4 +1,5 @@
 """Every group option, experiment preset and sweep preset composes; bad keys and values fail at start."""
+import itertools
 from pathlib import Path
 
 import pytest
@@ -111,8 +112,8 @@ def test_every_point_of_a_sweep_is_valid_at_paper_latent_grid(name):
     """Synthetic 128 px clips give the paper's 5x16x16 latent grid, so each preset must validate there."""
     points = sweep_points(name)
     assert len(points) >= 1
-    for point in points:
-        cfg = compose_config([f"+sweep={name}", "data.synthetic.resolution=128", *point])
+    for model, point in itertools.product(("walt_tiny", "walt_l"), points):
+        cfg = compose_config([f"+sweep={name}", f"model={model}", "data.synthetic.resolution=128", *point])
         validate(cfg)
         assert cfg.run_name == name.replace("_full", "") and str(cfg.stage.value) == "diffusion"
 

@@ -7,7 +7,7 @@ import torch
 
 from walt.data.datamodule import VideoDataModule
 from walt.data.datasets import UCF101, ImageFolderClips, VideoFolder
-from walt.data.synthetic import SyntheticSpec, class_names, generate, render_clip, held_out_groups
+from walt.data.synthetic import class_names, held_out_groups, render_clip
 from walt.data.video import ClipSpec, Sampling, read_clip, resize_crop, to_model_range, write_video
 
 from conftest import SMALL_SPEC

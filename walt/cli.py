@@ -3,6 +3,7 @@ model override means the same thing to every command.
 
     walt-train [overrides]            train one run (Hydra app: -m for sweeps, launchers, --help)
     walt-data synthetic [overrides]   write the synthetic moving-shapes dataset
+    walt-data encode [overrides]      write the latent cache of data.* for stage 2
     walt-info [overrides]             one JSON line: parameter counts and shapes, no data touched
     walt-eval <run dir> [overrides]   generate samples, compute FVD/IS-style metrics, store them
     walt-sample <run dir> [options]   write sample grids (mp4, gif)
@@ -76,7 +77,24 @@ def _data_synthetic(cfg: DictConfig) -> None:
     print(json.dumps({"root": dm.root, "spec": dm.synthetic_spec.__dict__}))
 
 
-DATA_COMMANDS = {"synthetic": _data_synthetic}
+def _data_encode(cfg: DictConfig) -> None:
+    """Encode data.* (train and val) with the first stage into a latent cache for stage 2.
+
+    first_stage_ckpt=auto (default) finds or trains the autoencoder for this config. Train stage 2
+    from the cache with data.latent_cache=<printed root> (or data.latent_cache=auto).
+    """
+    from walt import first_stage
+    from walt.config import validate
+
+    validate(cfg)
+    ckpt = first_stage.resolve(cfg)
+    if not ckpt:
+        raise SystemExit("walt-data encode needs a first stage: first_stage_ckpt=auto or a checkpoint path")
+    root = first_stage.encode_latents(cfg, ckpt)
+    print(json.dumps({"latent_cache": str(root), "first_stage_ckpt": ckpt}))
+
+
+DATA_COMMANDS = {"synthetic": _data_synthetic, "encode": _data_encode}
 
 
 def data(argv: list[str] | None = None) -> None:

@@ -16,6 +16,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from walt.data.video import Sampling
+from walt.utils import plain
 
 REPO_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_DIR = os.path.join(REPO_DIR, "experiments")
@@ -71,6 +72,7 @@ class DataConfig:
     pin_memory: bool = True
     persistent_workers: bool = True
     synthetic: Optional[SyntheticConfig] = None
+    latent_cache: Optional[str] = None
 
 
 @dataclass
@@ -194,18 +196,11 @@ def validate(cfg: DictConfig) -> None:
         model_config(cfg)
         from walt.diffusion.config import DiffusionConfig
 
-        DiffusionConfig.from_dict(_plain(cfg.diffusion))
+        DiffusionConfig.from_dict(plain(cfg.diffusion))
     if cfg.get("eval") is not None:
         from walt.evaluate import check_config
 
         check_config(cfg)
-
-
-def _plain(node: Any) -> Any:
-    """A config node as plain Python containers (enums as strings)."""
-    if isinstance(node, DictConfig) or OmegaConf.is_list(node):
-        return OmegaConf.to_container(node, resolve=True, enum_to_str=True)
-    return node
 
 
 def clip_frames(cfg: DictConfig) -> int:
@@ -217,7 +212,7 @@ def autoencoder_config(cfg: DictConfig):
     """The validated walt.autoencoder.config.AutoencoderConfig of a composed config."""
     from walt.autoencoder.config import AutoencoderConfig
 
-    return AutoencoderConfig.from_dict(_plain(cfg.autoencoder))
+    return AutoencoderConfig.from_dict(plain(cfg.autoencoder))
 
 
 def latent_shape(cfg: DictConfig) -> tuple[int, int, int, int]:
@@ -231,7 +226,7 @@ def model_config(cfg: DictConfig):
     num_classes from the data."""
     from walt.transformer.config import ModelConfig
 
-    model = dict(_plain(cfg.model))
+    model = dict(plain(cfg.model))
     c, t, h, w = latent_shape(cfg)
     if model.get("in_channels") is None:
         model["in_channels"] = c

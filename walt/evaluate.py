@@ -44,6 +44,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from walt import runs
 from walt.config import CONFIG_DIR, clip_frames
+from walt.utils import from_dict
 
 log = logging.getLogger(__name__)
 
@@ -132,14 +133,7 @@ class EvalConfig:
     @classmethod
     def from_dict(cls, d: Any) -> "EvalConfig":
         """From a dict or DictConfig; unknown keys fail naming the valid ones."""
-        if isinstance(d, DictConfig):
-            d = OmegaConf.to_container(d, resolve=True)
-        d = dict(d or {})
-        names = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(d) - set(names))
-        if unknown:
-            raise ValueError(f"unknown eval key(s) {unknown}; valid keys: {names}")
-        return cls(**d)
+        return from_dict(cls, d, "eval")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -662,7 +656,7 @@ def _evaluate_diffusion(cfg, ev: EvalConfig, module, extractor: FirstFrames, met
 
 def _evaluate_autoencoder(cfg, ev: EvalConfig, module, extractor: Optional[FirstFrames], metrics, datamodule,
                           cache_dir: Path):
-    from walt.metrics import FeatureStats, ReconstructionMeter
+    from walt.metrics import ReconstructionMeter
 
     subset, desc = reference_clips(cfg, ev, datamodule)
     key = {"weights": _fingerprint(module.inference_model), "extractor": extractor and extractor.name,

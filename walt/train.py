@@ -70,6 +70,7 @@ def run(cfg: DictConfig) -> dict:
     if stage_name(cfg) == "diffusion":  # before config.yaml, so the run records the checkpoint it used
         with open_dict(cfg):
             cfg.first_stage_ckpt = first_stage.resolve(cfg)
+            cfg.data.latent_cache = first_stage.resolve_latent_cache(cfg, cfg.first_stage_ckpt)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / runs.CONFIG).write_text(OmegaConf.to_yaml(cfg, resolve=True))
     L.seed_everything(cfg.seed, workers=True)
@@ -106,7 +107,7 @@ def run(cfg: DictConfig) -> dict:
     wall = time.perf_counter() - start
     steps = trainer.global_step - start_step
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.as_tensor(v).numel() == 1}
-    results = runs.update_results(
+    runs.update_results(
         run_dir,
         stage=stage_name(cfg),
         metrics=metrics,

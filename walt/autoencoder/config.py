@@ -18,6 +18,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Optional, Tuple
 
+from walt.utils import check_keys, plain
+
 RECON_LOSSES = ("l1", "l2")
 GAN_LOSSES = ("hinge", "non_saturating")
 TEMPORAL_PADDINGS = ("replicate", "zeros")
@@ -173,7 +175,7 @@ class AutoencoderConfig:
 
     def to_dict(self) -> dict:
         """Plain nested dict (lists, not tuples) fit for save_hyperparameters and weights_only loads."""
-        return _plain(dataclasses.asdict(self))
+        return plain(dataclasses.asdict(self))
 
     @classmethod
     def from_dict(cls, data: Any = None) -> "AutoencoderConfig":
@@ -187,20 +189,9 @@ class AutoencoderConfig:
         return _build(cls, dict(data or {}), "autoencoder").validate()
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
-
-
 def _build(cls, data: dict, where: str):
     """Dataclass from a dict, recursing into nested dataclass fields; unknown keys are errors."""
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = set(data) - set(fields)
-    if unknown:
-        raise ValueError(f"unknown key(s) {sorted(unknown)} in {where}; valid keys: {sorted(fields)}")
+    check_keys(cls, data, where)
     kwargs = {}
     nested = {"loss": AutoencoderLossConfig, "discriminator": DiscriminatorConfig, "optim": AutoencoderOptimConfig}
     for name, value in data.items():

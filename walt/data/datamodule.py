@@ -7,6 +7,7 @@ from pathlib import Path
 import lightning as L
 from torch.utils.data import DataLoader
 
+from walt.data.latents import LatentDataset
 from walt.data.datasets import ClipDataset, ImageFolderClips, UCF101, VideoFolder
 from walt.data.synthetic import SyntheticSpec, generate, is_generated
 from walt.data.video import ClipSpec, Sampling
@@ -24,6 +25,8 @@ class VideoDataModule(L.LightningDataModule):
     num_frames, frame_stride, temporal_sampling: clip sampling (images ignore them: T = 1).
     resolution, crop: square output size, and the train crop (validation always centres).
     synthetic: generator settings (a SyntheticSpec's fields) when dataset == synthetic.
+    latent_cache: a directory holding train/ and val/ latent caches (walt-data encode); when set,
+        batches carry normalised 'latents' instead of 'video' and stage 2 skips the encoder.
     """
 
     def __init__(
@@ -44,6 +47,7 @@ class VideoDataModule(L.LightningDataModule):
         pin_memory: bool = True,
         persistent_workers: bool = True,
         synthetic: dict | None = None,
+        latent_cache: str | None = None,
     ):
         super().__init__()
         if dataset not in DATASETS:
@@ -56,8 +60,9 @@ class VideoDataModule(L.LightningDataModule):
         self.batch_size, self.num_workers = batch_size, num_workers
         self.pin_memory, self.persistent_workers = pin_memory, persistent_workers and num_workers > 0
         self.synthetic_spec = SyntheticSpec(**(synthetic or {})) if dataset == "synthetic" else None
-        self.train_set: ClipDataset | None = None
-        self.val_set: ClipDataset | None = None
+        self.latent_cache = latent_cache
+        self.train_set: ClipDataset | LatentDataset | None = None
+        self.val_set: ClipDataset | LatentDataset | None = None
 
     def prepare_data(self) -> None:
         """Generate the synthetic set once; a root holding a different spec is an error, never overwritten."""
@@ -71,7 +76,9 @@ class VideoDataModule(L.LightningDataModule):
         log.info("generating synthetic dataset %s under %s", self.synthetic_spec, self.root)
         generate(self.root, self.synthetic_spec)
 
-    def build(self, train: bool) -> ClipDataset:
+    def build(self, train: bool) -> ClipDataset | LatentDataset:
+        if self.latent_cache:
+            return LatentDataset(Path(self.latent_cache) / ("train" if train else "val"))
         clip = self.train_clip if train else self.val_clip
         common = dict(clip=clip, resolution=self.resolution, crop=self.crop if train else Sampling.center)
         if self.dataset in ("ucf101", "synthetic"):

@@ -7,6 +7,7 @@ from typing import Any, Mapping, Optional
 
 from walt.diffusion.objectives import PREDICTIONS
 from walt.diffusion.schedules import SCHEDULES, NoiseSchedule
+from walt.utils import from_dict
 
 SAMPLERS = ("ddim", "ddpm")
 SPACINGS = ("trailing", "leading", "linspace")
@@ -63,11 +64,7 @@ class DiffusionConfig:
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> "DiffusionConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - names)
-        if unknown:
-            raise ValueError(f"unknown diffusion config key(s) {unknown}; valid keys: {sorted(names)}")
-        return cls(**dict(values))
+        return from_dict(cls, values, "diffusion")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

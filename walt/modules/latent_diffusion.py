@@ -8,7 +8,6 @@ The first stage is held outside the module's state: checkpoints hold only stage 
 from __future__ import annotations
 
 import copy
-import enum
 import logging
 import math
 from typing import Any, Optional
@@ -20,6 +19,7 @@ from torch import nn
 from walt.diffusion import ClassifierFreeGuidance, DiffusionConfig, diffusion_loss
 from walt.diffusion import sample as run_sampler
 from walt.transformer import WALT, ModelConfig
+from walt.utils import plain
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +56,8 @@ class LatentDiffusionModule(L.LightningModule):
     ):
         super().__init__()
         # plain containers only: checkpoints must load with torch.load(weights_only=True)
-        model, diffusion = _plain(model or {}), _plain(diffusion or {})
-        optim = {**OPTIM_DEFAULTS, **_plain(optim or {})}
+        model, diffusion = plain(model or {}), plain(diffusion or {})
+        optim = {**OPTIM_DEFAULTS, **plain(optim or {})}
         unknown = sorted(set(optim) - set(OPTIM_DEFAULTS))
         if unknown:
             raise ValueError(f"unknown optim key(s) {unknown}; valid keys: {sorted(OPTIM_DEFAULTS)}")
@@ -267,23 +267,6 @@ def _batch_size(batch: dict) -> int:
     x = batch.get("latents", batch.get("video"))
     return int(x.shape[0])
 
-
-def _plain(value):
-    """OmegaConf / tuples / enums -> plain dicts, lists and primitives."""
-    if isinstance(value, enum.Enum):
-        return value.value
-    if hasattr(value, "_metadata"):  # an OmegaConf container
-        from omegaconf import OmegaConf
-
-        value = OmegaConf.to_container(value, resolve=True, enum_to_str=True)
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
-
-
-# --------------------------------------------------------------------------------- from Hydra
 def build_from_config(cfg) -> LatentDiffusionModule:
     """The module of a composed `walt-train stage=diffusion` config.
 
@@ -293,8 +276,8 @@ def build_from_config(cfg) -> LatentDiffusionModule:
     from walt.config import model_config
 
     model = model_config(cfg).to_dict()
-    diffusion = _plain(cfg.get("diffusion") or {})
-    optim = _plain(cfg.get("optim") or {})
+    diffusion = plain(cfg.get("diffusion") or {})
+    optim = plain(cfg.get("optim") or {})
     extra = {k: optim.pop(k) for k in ("ema_decay", "sample_every_n_steps", "num_log_samples") if k in optim}
     return LatentDiffusionModule(model, diffusion, optim, num_classes=model["num_classes"],
                                  first_stage=_first_stage(cfg), **extra)

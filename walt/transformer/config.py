@@ -15,6 +15,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional, Sequence, Tuple, Union
 
+from walt.utils import from_dict
+
 BLOCK_KINDS = ("S", "ST", "T", "full")
 # Named layouts: a pattern repeated over the depth ("s_then_t" is special-cased: half S, then half T).
 LAYOUTS = {
@@ -128,11 +130,7 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> "ModelConfig":
         """Build from a plain / OmegaConf mapping; unknown keys are an error naming the valid ones."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - names)
-        if unknown:
-            raise ValueError(f"unknown model config key(s) {unknown}; valid keys: {sorted(names)}")
-        return cls(**{k: _plain(v) for k, v in values.items()})
+        return from_dict(cls, values, "model")
 
     def to_dict(self) -> dict:
         """Primitive types only (lists, not tuples), safe for hparams and weights_only checkpoints."""
@@ -183,8 +181,9 @@ class ModelConfig:
             name = "t_window"
         else:
             raise ValueError(f"unknown block kind {kind!r}; valid kinds: {BLOCK_KINDS}")
-        if T == 1:  # image models (ImageNet: 1 latent frame) keep the video preset's windows
-            win = (1, *win[1:])
+        # a window larger than the grid covers the whole axis: images (T = 1) and coarser patch
+        # sizes (Table 3a: p = 4 gives 4x4 tokens per frame) keep the preset's windows
+        win = tuple(min(size, extent) for size, extent in zip(win, (T, H, W)))
         for size, extent, axis in zip(win, (T, H, W), "thw"):
             if size < 1 or extent % size:
                 raise ValueError(
@@ -213,13 +212,4 @@ def _as_tuple(value, n: int, name: str, allow_3: bool = False) -> tuple:
         value = value[1:]
     if len(value) != n:
         raise ValueError(f"{name}={list(value)}: expected {n} ints or 'full'")
-    return value
-
-
-def _plain(value):
-    """OmegaConf containers -> Python lists / dicts (without importing omegaconf)."""
-    if hasattr(value, "items") and not isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)) or type(value).__name__ == "ListConfig":
-        return [_plain(v) for v in value]
     return value
