@@ -471,11 +471,12 @@ def reference_clips(cfg: DictConfig, ev: EvalConfig, datamodule=None):
 
 
 def reference_datamodule(cfg: DictConfig):
-    """The run's DataModule with validation-style (centred, deterministic) clips; data prepared."""
+    """The run's DataModule with validation-style (centred, deterministic) video clips (never the
+    latent cache: metrics compare decoded videos with real ones); data prepared."""
     from hydra.utils import instantiate
 
     dm = instantiate(cfg.data, _convert_="all", temporal_sampling="center", crop="center",
-                     pin_memory=False, persistent_workers=False)
+                     pin_memory=False, persistent_workers=False, latent_cache=None)
     dm.prepare_data()
     return dm
 
