@@ -88,7 +88,10 @@ def stage_tables(cfg: DictConfig) -> dict:
 
     sweep_dir = Path(cfg.paths.output_dir) / "multirun" / "demo"
     out = Path(cfg.paths.output_dir) / "tables"
-    tables_main([str(sweep_dir), "--out", str(out), "--tables", "3a,3c"])
+    # each table holds the other axis at the paper default (the tiny model's windows differ from the
+    # paper's, so the paper-default control filter would drop every run)
+    tables_main([str(sweep_dir), "--out", str(out), "--tables", "3a", "--no-control", "--where", "model.self_cond_prob=0.9"])
+    tables_main([str(sweep_dir), "--out", str(out), "--tables", "3c", "--no-control", "--where", "model.patch_size=1"])
     return {"dir": str(out)}
 
 
