@@ -127,3 +127,13 @@ def test_table3e_ablation_rows_switch_off_one_choice_each():
         "ablation=none": (True, True, True), "ablation=no_qk_norm": (False, True, True),
         "ablation=no_latent_norm": (True, False, True), "ablation=no_zero_terminal_snr": (True, True, False),
     }
+
+
+def test_sweep_job_dirnames_are_short_single_components_and_stable():
+    from walt.config import run_dirname
+
+    long = ",".join(f"data.synthetic.key{i}=/some/path/{i}" for i in range(20))
+    name = run_dirname(long)
+    assert len(name) <= 120 and "/" not in name and name == run_dirname(long)
+    assert name != run_dirname(long.replace("key19", "key20"))
+    assert run_dirname("model.patch_size=2") == "model.patch_size=2"

@@ -134,6 +134,11 @@ def test_datamodule_generates_and_loads_deterministic_val(tmp_path):
     with pytest.raises(FileExistsError, match="another spec"):
         VideoDataModule(dataset="synthetic", root=str(tmp_path / "syn"), num_classes=3,
                         synthetic={**spec, "seed": 1}).prepare_data()
+    with pytest.raises(ValueError, match="fewer than data.batch_size=64"):
+        small = VideoDataModule(dataset="synthetic", root=str(tmp_path / "syn"), num_classes=3, batch_size=64,
+                                num_frames=9, resolution=16, synthetic=spec)
+        small.setup("fit")
+        small.train_dataloader()
     with pytest.raises(ValueError, match="has 3 classes but data.num_classes=5"):
         VideoDataModule(dataset="synthetic", root=str(tmp_path / "syn"), num_classes=5, synthetic=spec).setup("fit")
 

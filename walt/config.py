@@ -155,6 +155,18 @@ class TrainConfig:
     eval: Any = None
 
 
+def run_dirname(overrides: str, limit: int = 120) -> str:
+    """A sweep job's directory name from its overrides: readable, one path component (no '/'), and
+    at most `limit` characters (long override lists end in a hash), so re-running the same sweep
+    maps every job to the same directory and file systems accept the name."""
+    import hashlib
+
+    name = str(overrides).replace(os.sep, "_") or "default"
+    if len(name) <= limit:
+        return name
+    return f"{name[: limit - 13]}-{hashlib.sha256(name.encode()).hexdigest()[:12]}"
+
+
 def register() -> None:
     """Put the schemas into Hydra's ConfigStore and the `walt.*` resolvers into OmegaConf (idempotent).
 
@@ -162,6 +174,7 @@ def register() -> None:
     lets the primary config add sweeps/ (sweep presets, launchers) to Hydra's search path.
     """
     OmegaConf.register_new_resolver("walt.cwd", os.getcwd, replace=True)
+    OmegaConf.register_new_resolver("walt.dirname", run_dirname, replace=True)
     OmegaConf.register_new_resolver("walt.repo", lambda: REPO_DIR, replace=True)
     ConfigStore.instance().store(name="train_schema", node=TrainConfig)
 

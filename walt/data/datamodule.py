@@ -111,6 +111,9 @@ class VideoDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
+        if len(self.train_set) < self.batch_size:  # drop_last would leave no batch at all
+            raise ValueError(f"the train split of {self.root} has {len(self.train_set)} clips, fewer than "
+                             f"data.batch_size={self.batch_size}; lower the batch size or add data")
         return self.loader(self.train_set, shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
