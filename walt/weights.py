@@ -67,3 +67,16 @@ def resolve_weights(spec: WeightsSpec, path: str | os.PathLike | None = None, ve
         if got != want:
             raise WeightsError(f"weights file {resolved} has {kind} {got}, not the expected one ({hint}).")
     return resolved
+
+
+def load_torchscript(spec: WeightsSpec, path: str | os.PathLike | None = None, device="cpu"):
+    """(TorchScript module in eval mode, "sha256:<hex>" of the file) for detectors published only
+    as TorchScript (StyleGAN-V's I3D and C3D); unreadable files raise WeightsError naming `spec`."""
+    import torch
+
+    file = resolve_weights(spec, path)
+    try:
+        module = torch.jit.load(str(file), map_location=device).eval()
+    except Exception as err:
+        raise WeightsError(f"cannot load {file} as TorchScript ({spec.name}): {err}") from err
+    return module, "sha256:" + file_checksum(file, "sha256")

@@ -17,7 +17,7 @@ import torch
 
 from walt.metrics.frechet import inception_score
 from walt.metrics.protocol import MetricProtocol
-from walt.weights import WeightsError, WeightsSpec, file_checksum, resolve_weights
+from walt.weights import WeightsError, WeightsSpec, load_torchscript
 
 log = logging.getLogger(__name__)
 
@@ -34,12 +34,7 @@ METRIC = "is_c3d"
 
 def load_c3d(path: str | Path | None = None, device: str | torch.device = "cpu") -> tuple[torch.jit.ScriptModule, str]:
     """(classifier, "sha256:<hex>" of the file); raises WeightsError when the file is missing or unreadable."""
-    file = resolve_weights(C3D_SPEC, path)
-    try:
-        model = torch.jit.load(str(file), map_location=device).eval()
-    except Exception as err:
-        raise WeightsError(f"cannot load {file} as TorchScript ({C3D_SPEC.name}): {err}") from err
-    return model, "sha256:" + file_checksum(file, "sha256")
+    return load_torchscript(C3D_SPEC, path, device)
 
 
 def to_uint8(videos: torch.Tensor) -> torch.Tensor:

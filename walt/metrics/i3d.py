@@ -18,7 +18,7 @@ from einops import rearrange, reduce
 from torch import nn
 
 from walt.metrics.protocol import register_extractor
-from walt.weights import WeightsError, WeightsSpec, file_checksum, resolve_weights
+from walt.weights import WeightsError, WeightsSpec, load_torchscript, resolve_weights
 
 I3D_SPEC = WeightsSpec(
     name="I3D Kinetics-400 (i3d_pretrained_400.pt)",
@@ -247,12 +247,7 @@ class TorchScriptI3DExtractor:
 def load_i3d_torchscript(path: str | Path | None = None,
                          device: str | torch.device = "cpu") -> tuple[torch.jit.ScriptModule, str]:
     """(detector, "sha256:<hex>" of the file used); the checksum is recorded, not verified (none is pinned)."""
-    file = resolve_weights(I3D_TORCHSCRIPT_SPEC, path)
-    try:
-        detector = torch.jit.load(str(file), map_location=device).eval()
-    except Exception as err:
-        raise WeightsError(f"cannot load {file} as TorchScript ({I3D_TORCHSCRIPT_SPEC.name}): {err}") from err
-    return detector, "sha256:" + file_checksum(file, "sha256")
+    return load_torchscript(I3D_TORCHSCRIPT_SPEC, path, device)
 
 
 @register_extractor("i3d_torchscript")
