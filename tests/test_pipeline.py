@@ -25,7 +25,8 @@ def test_stage2_on_cached_synthetic_latents_lowers_the_loss(tmp_path, synthetic_
     ae_dir = first_stage.autoencoder_dir(cfg)
     assert runs.is_complete(ae_dir) and results["global_step"] == 300
     stored = json.loads((tmp_path / "run" / runs.RESULTS).read_text())
-    assert stored == results
+    assert stored == results and stored["first_stage"]["ckpt"] == str(ae_dir / runs.LAST_CKPT)
+    assert "train/loss" in stored["first_stage"]["metrics"]
     config = (tmp_path / "run" / runs.CONFIG).read_text()
     assert f"first_stage_ckpt: {ae_dir}/checkpoints/last.ckpt" in config and "__ae-" in config
 

@@ -118,6 +118,11 @@ def run(cfg: DictConfig) -> dict:
         peak_memory_bytes=torch.cuda.max_memory_allocated() if torch.cuda.is_available() else None,
         overrides=_overrides(),
     )
+    if stage_name(cfg) == "diffusion" and cfg.first_stage_ckpt:
+        # the autoencoder's reconstruction metrics travel with the stage-2 run (Table 3f's rFVD column)
+        ae = runs.read_results(Path(cfg.first_stage_ckpt).parents[1]).get("metrics", {})
+        recon = {k: v for k, v in ae.items() if k in ("rfvd", "rfvd_synth", "psnr", "ssim")}
+        runs.update_results(run_dir, metrics=recon, first_stage={"ckpt": cfg.first_stage_ckpt, "metrics": ae})
     evaluate_after_train(cfg, module, trainer)  # before the marker: a killed evaluation resumes on re-run
     runs.mark_complete(run_dir)
     log.info("finished %s: %s", run_dir, metrics)
