@@ -14,3 +14,12 @@ SMALL_SPEC = SyntheticSpec(num_classes=4, num_groups=5, clips_per_group=1, num_f
 def synthetic_root(tmp_path_factory):
     """A small synthetic dataset in the UCF-101 layout, shared by the session (read-only)."""
     return generate(tmp_path_factory.mktemp("synthetic"), SMALL_SPEC)
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op thread: tiny ops gain nothing from more, and OpenMP barriers stall on a busy CI box."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

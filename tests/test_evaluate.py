@@ -36,12 +36,7 @@ EVAL = ["eval.batch_size=2", "eval.num_real=8", "eval.num_frames_metric=8",
         "eval.extractor_options={width: 4, epochs: 4, resolution: 16}"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

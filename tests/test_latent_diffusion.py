@@ -12,13 +12,7 @@ from walt.modules.latent_diffusion import LatentDiffusionModule, build_from_conf
 MODEL = dict(in_channels=3, input_size=[5, 4, 4], st_window=[5, 2, 2], depth=4, hidden_size=64, num_heads=4)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: tiny ops gain nothing from more, and OpenMP barriers stall on a busy CI box."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class FakeFirstStage(nn.Module):
