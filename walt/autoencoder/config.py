@@ -103,8 +103,8 @@ class AutoencoderConfig:
     norm_groups: GroupNorm groups (must divide every level's width).
     temporal_padding: "replicate" or "zeros" left padding of time in causal convs.
     variational: encoder predicts mean and log-variance (for loss.kl_weight); encode() returns the mean.
-    normalize_latents: scale latents by per-channel train-set mean/std (Table 3e ablates it).
-    latent_stats_batches: train batches encoded to estimate those stats at the end of fit.
+    latent_stats_batches: train batches encoded to estimate the per-channel latent mean/std at the end
+        of fit (stored in the checkpoint; stage 2 decides whether to use them: diffusion.normalize_latents).
     log_videos: validation clips logged side by side with their reconstruction (0 = none).
     """
 
@@ -117,7 +117,6 @@ class AutoencoderConfig:
     norm_groups: int = 32
     temporal_padding: str = "replicate"
     variational: bool = False
-    normalize_latents: bool = True
     latent_stats_batches: int = 32
     log_videos: int = 4
     loss: AutoencoderLossConfig = field(default_factory=AutoencoderLossConfig)

@@ -57,7 +57,7 @@ def encode_dataset(module, dataloader, out_dir: str | os.PathLike, shard_size: i
     if is_complete(out_dir) and not overwrite:
         log.info("latent cache %s is complete; reusing it", out_dir)
         return out_dir
-    if module.cfg.normalize_latents and not bool(module.latent_stats_ready):
+    if module.normalize_latents and not bool(module.latent_stats_ready):
         log.info("autoencoder has no latent statistics; computing them before encoding")
         module.compute_latent_stats(dataloader, stats_batches)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -102,7 +102,7 @@ def encode_dataset(module, dataloader, out_dir: str | os.PathLike, shard_size: i
             "latent_shape": shape,
             "dtype": str(dtype).removeprefix("torch."),
             "shards": shards,
-            "normalized": bool(module.cfg.normalize_latents),
+            "normalized": bool(module.normalize_latents),
             "latent_mean": module.latent_mean.tolist(),
             "latent_std": module.latent_std.tolist(),
         }

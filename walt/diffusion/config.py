@@ -33,6 +33,8 @@ class DiffusionConfig:
         which ramps guidance up from 1 at pure noise to w at the end.
     guidance_power: exponent of the power-cosine schedule.
     clip_x0: clamp predicted x0 to [-clip_x0, clip_x0] while sampling; None = off (latents are unbounded).
+    normalize_latents: diffuse the first stage's latents scaled to zero mean and unit std per channel
+        (statistics from its training set, stored in its checkpoint); false = raw latents (Table 3e).
     """
 
     schedule: str = "linear"
@@ -49,6 +51,7 @@ class DiffusionConfig:
     guidance_schedule: str = "constant"
     guidance_power: float = 4.0
     clip_x0: Optional[float] = None
+    normalize_latents: bool = True
 
     def __post_init__(self):
         for name, valid in (

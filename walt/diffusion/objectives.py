@@ -9,7 +9,7 @@ the mean of normalised latents (the best guess given pure noise).
 """
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Callable, Optional, Union
 
 import torch
 
@@ -74,7 +74,7 @@ def diffusion_loss(
     x0: torch.Tensor,
     prediction: str = "v",
     *,
-    self_condition: bool = False,
+    self_condition: Union[bool, torch.Tensor] = False,
     t: Optional[torch.Tensor] = None,
     noise: Optional[torch.Tensor] = None,
     generator: Optional[torch.Generator] = None,
@@ -82,8 +82,9 @@ def diffusion_loss(
     """L2 between the model output and the `prediction` target, mean over all elements.
 
     model_fn(x_t, t, self_cond) -> prediction; conditioning (labels, context, ...) is closed over.
-    self_condition: the coin of this step came up; run a first no-grad pass and feed its x0
-    estimate, detached, to the second pass (Chen et al., "Analog Bits"); otherwise self_cond=None.
+    self_condition: per-sample coins (B,) bool, or one bool for the batch: where True, a first no-grad
+    pass's x0 estimate, detached, is fed to the second pass (Chen et al., "Analog Bits"); where False
+    the self-conditioning input is zeros (the model's self_cond=None).
     t, noise: drawn uniformly / from N(0, I) when omitted.
     """
     B = x0.shape[0]
@@ -94,9 +95,11 @@ def diffusion_loss(
     alpha, sigma = schedule.alpha_sigma(t, x0.ndim, x0.dtype)
     x_t = alpha * x0 + sigma * noise
     self_cond = None
-    if self_condition:
+    coins = torch.as_tensor(self_condition, device=x0.device).expand(B)
+    if coins.any():
         with torch.no_grad():
             first = model_fn(x_t, t, None)
             self_cond = to_x0_eps(prediction, first.float(), x_t, alpha, sigma)[0].to(x0.dtype).detach()
+            self_cond = self_cond * coins.view(B, *([1] * (x0.ndim - 1))).to(x0.dtype)
     pred = model_fn(x_t, t, self_cond)
     return (pred.float() - target(prediction, x0, noise, alpha, sigma).float()).pow(2).mean()

@@ -34,7 +34,9 @@ class AutoencoderModule(L.LightningModule):
 
     config: an AutoencoderConfig, or its (partial) dict / DictConfig; only the plain-dict form is
     stored in the checkpoint's hyper_parameters, so checkpoints load with weights_only=True.
-    Buffers `latent_mean`, `latent_std` (c,) hold the per-channel latent statistics.
+    Buffers `latent_mean`, `latent_std` (c,) hold the per-channel latent statistics, always estimated at
+    the end of fit; `normalize_latents` (set by stage 2 through load_autoencoder, Table 3e) says whether
+    normalize()/denormalize() apply them.
     `rfvd_fn`: optional callable(module) -> {name: value} run at the end of each validation epoch.
     """
 
@@ -55,6 +57,7 @@ class AutoencoderModule(L.LightningModule):
         self.register_buffer("latent_std", torch.ones(c))
         self.register_buffer("latent_stats_ready", torch.tensor(False))
         self.rfvd_fn: Optional[Callable[["AutoencoderModule"], dict]] = None
+        self.normalize_latents = True
 
     # ------------------------------------------------------------------ inference API
     @property
@@ -67,12 +70,12 @@ class AutoencoderModule(L.LightningModule):
 
     def normalize(self, z: torch.Tensor) -> torch.Tensor:
         """(B, c, t, h, w) raw latents -> zero-mean unit-std per channel (identity when normalize_latents is off)."""
-        if not self.cfg.normalize_latents:
+        if not self.normalize_latents:
             return z
         return (z - self._stat(z, self.latent_mean)) / self._stat(z, self.latent_std)
 
     def denormalize(self, z: torch.Tensor) -> torch.Tensor:
-        if not self.cfg.normalize_latents:
+        if not self.normalize_latents:
             return z
         return z * self._stat(z, self.latent_std) + self._stat(z, self.latent_mean)
 
@@ -197,8 +200,6 @@ class AutoencoderModule(L.LightningModule):
 
     def on_train_end(self) -> None:
         """Estimate latent statistics on the train loader and re-save last.ckpt so they are in it."""
-        if not self.cfg.normalize_latents:
-            return
         loader = self.trainer.train_dataloader
         if loader is None:
             return
@@ -262,23 +263,22 @@ def build_from_config(cfg: Any) -> AutoencoderModule:
 
 
 def load_autoencoder(ckpt_path: str, map_location: str | torch.device = "cpu",
-                     normalize_latents: bool | None = None) -> AutoencoderModule:
+                     normalize_latents: bool = True) -> AutoencoderModule:
     """A trained stage-1 module for encoding/decoding: EMA weights swapped in, discriminator and EMA
     copy dropped, frozen, in eval mode. Loads with weights_only=True.
 
-    normalize_latents: override the checkpoint's flag (stage 2 ablates it, Table 3e); the statistics
-    are in the checkpoint either way when it was trained with normalisation on.
+    normalize_latents: whether encode(normalize=True)/normalize() apply the checkpoint's latent statistics
+    (stage 2's diffusion.normalize_latents; Table 3e ablates it).
     """
     ckpt = torch.load(ckpt_path, map_location=map_location, weights_only=True)
     module = AutoencoderModule(**ckpt["hyper_parameters"])
     module.load_state_dict(ckpt["state_dict"])
-    if normalize_latents is not None:
-        module.cfg.normalize_latents = bool(normalize_latents)
+    module.normalize_latents = bool(normalize_latents)
     if module.ema is not None:
         module.ema.copy_to(module.autoencoder)
         module.ema = None
     module.discriminator = None
-    if module.cfg.normalize_latents and not bool(module.latent_stats_ready):
+    if module.normalize_latents and not bool(module.latent_stats_ready):
         log.warning("%s holds no latent statistics; call compute_latent_stats(loader) before encoding "
                     "(encode_dataset does this)", ckpt_path)
     return module.eval().requires_grad_(False)
