@@ -215,13 +215,19 @@ def test_discriminator_gan_losses_and_lecam():
 def test_ema_warmup_and_copy():
     model = torch.nn.Linear(2, 2)
     ema = EMA(model, decay=0.9, warmup=True)
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    ema.update(model)  # update 0 copies the weights (AveragedModel's rule)
+    assert torch.equal(ema.module.weight, model.weight) and int(ema.n_averaged) == 1
     start = ema.module.weight.clone()
     with torch.no_grad():
         model.weight.add_(1.0)
-    assert ema.current_decay() == pytest.approx(0.1)  # (1 + 0) / (10 + 0)
+    assert ema.decay_at(1) == pytest.approx(2 / 11)  # warm-up: (1 + n) / (10 + n) below the 0.9 cap
     ema.update(model)
-    assert torch.allclose(ema.module.weight, start + 0.9)
+    assert torch.allclose(ema.module.weight, start + 9 / 11)
+    assert ema.decay_at(100) == pytest.approx(0.9)
     assert not any(p.requires_grad for p in ema.module.parameters())
+    assert set(ema.state_dict()) == {"module.weight", "module.bias", "n_averaged"}
     target = torch.nn.Linear(2, 2)
     ema.copy_to(target)
     assert torch.equal(target.weight, ema.module.weight)

@@ -1,35 +1,80 @@
-"""Command-line entry points. All of them read the same config tree (experiments/), so a data or
-model override means the same thing to every command.
+"""Command-line entry points. All of them read the same config tree (walt/conf/experiments), so a data
+or model override means the same thing to every command.
 
     walt-train [overrides]            train one run (Hydra app: -m for sweeps, launchers, --help)
     walt-data synthetic [overrides]   write the synthetic moving-shapes dataset
     walt-data encode [overrides]      write the latent cache of data.* for stage 2
     walt-info [overrides]             one JSON line: parameter counts and shapes, no data touched
-    walt-eval <run dir> [overrides]   generate samples, compute FVD/IS-style metrics, store them
+    walt-eval <run dir> [overrides]   generate samples, compute FVD/FID/IS-style metrics, store them
     walt-sample <run dir> [options]   write sample grids (mp4, gif)
     walt-tables <runs dir>            the papers' tables from finished runs (analysis package)
+
+A bad config (unknown key, wrong value, missing weights file) prints one line naming the key and the
+valid choices and exits with status 2; WALT_DEBUG=1 shows the traceback.
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import os
 import sys
+from pathlib import Path
+from typing import Callable
 
 import hydra
-from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from walt.config import CONFIG_DIR, register
+from walt.config import CONFIG_DIR, RunConfig, register
 
 register()
 log = logging.getLogger("walt")
+EXIT_CONFIG = 2
+
+
+def config_error_types() -> tuple[type, ...]:
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from walt.weights import WeightsError
+
+    return ValueError, KeyError, FileNotFoundError, WeightsError, HydraException, OmegaConfBaseException
+
+
+def one_line_errors(prog: str) -> Callable:
+    """Decorator: a config error becomes one line on stderr and exit status 2 (WALT_DEBUG=1: traceback)."""
+    def wrap(fn):
+        @functools.wraps(fn)
+        def run(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except config_error_types() as err:
+                if os.environ.get("WALT_DEBUG"):
+                    raise
+                message = str(err).strip().splitlines()
+                print(f"{prog}: error: {message[0] if message else type(err).__name__}"
+                      + (f" {' '.join(m.strip() for m in message[1:3])}" if len(message) > 1 else ""), file=sys.stderr)
+                sys.exit(EXIT_CONFIG)
+        return run
+    return wrap
+
+
+def setup_logging() -> None:
+    """One handler on the root logger, one line per message (Lightning's own handler would print it twice)."""
+    logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s", force=True)
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+        logging.getLogger(name).handlers.clear()
+        logging.getLogger(name).propagate = True
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def _train(cfg: DictConfig) -> None:
-    from walt.train import run
+    from hydra.core.hydra_config import HydraConfig
 
-    run(cfg)
+    from walt.pipeline.train import train as train_run
+
+    run = one_line_errors("walt-train")(RunConfig.from_hydra)(cfg, list(HydraConfig.get().overrides.task))
+    train_run(run)
 
 
 def train() -> None:
@@ -37,22 +82,19 @@ def train() -> None:
     _train()
 
 
-def compose_config(overrides: list[str]) -> DictConfig:
-    """The walt-train config for `overrides`, composed without starting a Hydra run."""
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return compose(config_name="train", overrides=overrides)
+def compose_run(overrides: list[str]) -> RunConfig:
+    """The typed walt-train config for `overrides`, composed without starting a Hydra run."""
+    return RunConfig.load(overrides)
 
 
 def config_groups() -> dict[str, list[str]]:
     """Config groups of the tree and their options, for --help texts."""
-    from pathlib import Path
-
     root = Path(CONFIG_DIR)
     return {d.name: sorted(f.stem for f in d.glob("*.yaml")) for d in sorted(root.iterdir()) if d.is_dir()}
 
 
 def _subcommand_cli(prog: str, commands: dict, argv: list[str] | None) -> None:
-    """`prog <command> [overrides]`: commands take the composed config."""
+    """`prog <command> [overrides]`: commands take the typed run config."""
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in commands:
         lines = [f"usage: {prog} <command> [key=value ...]", "", "commands:"]
@@ -60,37 +102,32 @@ def _subcommand_cli(prog: str, commands: dict, argv: list[str] | None) -> None:
         lines += ["", "Overrides are walt-train's; config groups (group=option):"]
         lines += [f"  {group}: {', '.join(options)}" for group, options in config_groups().items()]
         print("\n".join(lines))
-        sys.exit(0 if argv and argv[0] in ("-h", "--help") else 2)
-    logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s")
-    commands[argv[0]](compose_config(argv[1:]))
+        sys.exit(0 if argv and argv[0] in ("-h", "--help") else EXIT_CONFIG)
+    setup_logging()
+    one_line_errors(prog)(lambda: commands[argv[0]](compose_run(argv[1:])))()
 
 
-def _data_synthetic(cfg: DictConfig) -> None:
+def _data_synthetic(run: RunConfig) -> None:
     """Write the synthetic moving-shapes dataset configured by data.synthetic under data.root."""
-    from walt.data.datamodule import VideoDataModule
-    from hydra.utils import instantiate
-
-    if cfg.data.dataset != "synthetic":
-        raise SystemExit(f"walt-data synthetic needs data=synthetic, got data.dataset={cfg.data.dataset.value}")
-    dm: VideoDataModule = instantiate(cfg.data, _convert_="all")
+    if run.data.dataset != "synthetic":
+        raise ValueError(f"walt-data synthetic needs data=synthetic, got data.dataset={run.data.dataset.value}")
+    dm = run.data.datamodule()
     dm.prepare_data()
     print(json.dumps({"root": dm.root, "spec": dm.synthetic_spec.__dict__}))
 
 
-def _data_encode(cfg: DictConfig) -> None:
+def _data_encode(run: RunConfig) -> None:
     """Encode data.* (train and val) with the first stage into a latent cache for stage 2.
 
     first_stage_ckpt=auto (default) finds or trains the autoencoder for this config. Train stage 2
     from the cache with data.latent_cache=<printed root> (or data.latent_cache=auto).
     """
-    from walt import first_stage
-    from walt.config import validate
+    from walt.pipeline import first_stage
 
-    validate(cfg)
-    ckpt = first_stage.resolve(cfg)
+    ckpt = first_stage.resolve(run)
     if not ckpt:
-        raise SystemExit("walt-data encode needs a first stage: first_stage_ckpt=auto or a checkpoint path")
-    root = first_stage.encode_latents(cfg, ckpt)
+        raise ValueError("walt-data encode needs a first stage: first_stage_ckpt=auto or a checkpoint path")
+    root = first_stage.encode_latents(run, ckpt)
     print(json.dumps({"latent_cache": str(root), "first_stage_ckpt": ckpt}))
 
 
@@ -113,33 +150,31 @@ def info(argv: list[str] | None = None) -> None:
     """walt-info [overrides]: one JSON line describing the configured models, built on the meta device.
 
     autoencoder_params, input_shape and latent_shape ([T, H, W, C]; latent from a meta forward
-    pass, so it is what the encoder really produces), params (stage-2 trainable) and tokens (per sample).
+    pass, so it is what the encoder really produces), params (stage-2 trainable), tokens (per
+    sample), blocks and the token windows of each block kind.
     """
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] in ("-h", "--help"):
         print(info.__doc__)
         return
-    print(json.dumps(describe(compose_config(argv))))
+    print(json.dumps(one_line_errors("walt-info")(lambda: describe(compose_run(argv)))()))
 
 
-def describe(cfg: DictConfig) -> dict:
-    """The walt-info record of a composed config (no data read, no weights allocated)."""
+def describe(run: RunConfig) -> dict:
+    """The walt-info record of a run config (no data read, no weights allocated)."""
     import torch
 
     from walt.autoencoder import CausalAutoencoder
-    from walt.config import autoencoder_config, clip_frames, model_config, validate
     from walt.transformer.backbone import count_params, tokens_per_sample
 
-    validate(cfg)
-    ae_cfg = autoencoder_config(cfg)
-    frames, res = clip_frames(cfg), int(cfg.data.resolution)
+    ae_cfg, model = run.autoencoder, run.model
+    frames, res = run.clip_frames, int(run.data.resolution)
     with torch.device("meta"):
         ae = CausalAutoencoder(ae_cfg)
         latent = ae.encode(torch.empty(1, ae_cfg.in_channels, frames, res, res))
     _, c, t, h, w = latent.shape
-    model = model_config(cfg)
     return {
-        "stage": str(cfg.stage.value),
+        "stage": run.stage,
         "autoencoder_params": sum(p.numel() for p in ae.parameters()),
         "input_shape": [frames, res, res, ae_cfg.in_channels],
         "latent_shape": [t, h, w, c],
@@ -151,14 +186,16 @@ def describe(cfg: DictConfig) -> dict:
 
 
 def evaluate(argv: list[str] | None = None) -> None:
-    """walt-eval <run_dir> [--untrained OUT_DIR] [overrides]: metrics of a finished run into its results.json."""
-    from walt.evaluate import main
+    """walt-eval <run_dir> [--untrained OUT_DIR] [ckpt=...] [overrides]: metrics of a run into its results.json."""
+    from walt.eval.cli import main
 
-    main(argv)
+    setup_logging()
+    one_line_errors("walt-eval")(main)(argv)
 
 
 def sample(argv: list[str] | None = None) -> None:
-    """walt-sample <run_dir> [-n N] [--out DIR] ...: mp4/gif sample grids from a checkpoint."""
+    """walt-sample <run_dir> [-n N] [--out DIR] [ckpt=...] ...: mp4/gif sample grids from a checkpoint."""
     from walt.sample import main
 
-    main(argv)
+    setup_logging()
+    one_line_errors("walt-sample")(main)(argv)

@@ -1,19 +1,22 @@
-"""Small helpers shared by the typed configs."""
+"""Small helpers shared by the typed configs: plain containers and checked dataclass construction."""
 from __future__ import annotations
 
 import dataclasses
 import enum
+import typing
 from typing import Any, Mapping
 
 
 def plain(value: Any) -> Any:
-    """OmegaConf containers, tuples and enums -> plain dicts, lists and primitives (hparams-safe)."""
+    """OmegaConf containers, dataclasses, tuples and enums -> plain dicts, lists and primitives (hparams-safe)."""
     if isinstance(value, enum.Enum):
         return value.value
     if hasattr(value, "_metadata"):  # an OmegaConf container
         from omegaconf import OmegaConf
 
         value = OmegaConf.to_container(value, resolve=True, enum_to_str=True)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
     if isinstance(value, Mapping):
         return {str(k): plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -29,8 +32,54 @@ def check_keys(cls, values: Mapping[str, Any], where: str) -> None:
         raise ValueError(f"unknown {where} key(s) {unknown}; valid keys: {names}")
 
 
+def _matches(value: Any, hint: Any) -> bool:
+    """Whether `value` (a plain container value) fits the type hint `hint` (loosely: ints pass as floats,
+    lists as tuples/sequences; nested dataclasses are checked when they are built)."""
+    if hint is Any or isinstance(hint, typing.TypeVar):
+        return True
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is typing.Union:
+        return any(_matches(value, a) for a in args)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if dataclasses.is_dataclass(hint):
+        return isinstance(value, (Mapping, hint))
+    seq = (list, tuple, typing.Sequence, typing.List, typing.Tuple, typing.collections.abc.Sequence)
+    if origin in seq or hint in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            return False
+        inner = [a for a in args if a is not Ellipsis]
+        return not inner or all(_matches(v, inner[0] if len(inner) == 1 or Ellipsis in args else inner[min(i, len(inner) - 1)])
+                                for i, v in enumerate(value))
+    if origin in (dict, typing.Mapping, typing.collections.abc.Mapping) or hint in (dict,):
+        return isinstance(value, Mapping)
+    return True  # anything else is checked by the dataclass itself
+
+
+def check_types(cls, values: Mapping[str, Any], where: str) -> None:
+    """ValueError naming the key, the value and the expected type when a value does not fit its field."""
+    hints = typing.get_type_hints(cls)
+    for name, value in values.items():
+        hint = hints.get(name, Any)
+        if not _matches(value, hint):
+            expected = hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")
+            raise ValueError(f"{where}.{name}={value!r} is not a valid {expected}")
+
+
 def from_dict(cls, values: Any, where: str):
-    """Dataclass `cls` from a (possibly OmegaConf) mapping; unknown keys fail naming the valid ones."""
+    """Dataclass `cls` from a (possibly OmegaConf) mapping; unknown keys and values of the wrong type fail
+    naming the key and what is valid."""
+    if isinstance(values, cls):
+        return values
     values = plain(values or {})
     check_keys(cls, values, where)
+    check_types(cls, values, where)
     return cls(**values)

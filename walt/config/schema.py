@@ -2,25 +2,27 @@
 
 The primary config lists `train_schema` first in its defaults, so Hydra checks every group's keys
 and values against these dataclasses while composing: a misspelt key or a value of the wrong type or
-outside an enum fails at start, and OmegaConf's message names the valid choices. Checks that
-span several fields live in `validate`.
+outside an enum fails at start, and OmegaConf's message names the valid choices. The stage parts
+whose fields mix strings and lists (autoencoder, model, diffusion, eval) are typed by their own
+dataclasses in `walt.config.run.RunConfig.from_hydra`, together with the checks that span fields.
 """
 from __future__ import annotations
 
 import enum
 import os
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf import MISSING, OmegaConf
 
 from walt.data.video import Sampling
-from walt.utils import plain
 
-REPO_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIG_DIR = os.path.join(REPO_DIR, "experiments")
-SWEEPS_DIR = os.path.join(REPO_DIR, "sweeps")
+# The config trees ship inside the package (package data), so a non-editable install finds them.
+CONF_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "conf")
+CONFIG_DIR = os.path.join(CONF_DIR, "experiments")
+SWEEPS_DIR = os.path.join(CONF_DIR, "sweeps")
+AUTO = "auto"  # first_stage_ckpt / data.latent_cache: found (or made once) by config hash
 PRECISIONS = ("32-true", "32", "16-mixed", "bf16-mixed", "bf16-true", "64-true")
 
 
@@ -53,9 +55,8 @@ class SyntheticConfig:
 
 @dataclass
 class DataConfig:
-    """walt.data.datamodule.VideoDataModule arguments (see its docstring)."""
+    """walt.data.datamodule.VideoDataModule arguments (see its docstring); `datamodule()` builds it."""
 
-    _target_: str = "walt.data.datamodule.VideoDataModule"
     dataset: Dataset = Dataset.synthetic
     root: str = MISSING
     num_classes: int = MISSING
@@ -73,6 +74,15 @@ class DataConfig:
     persistent_workers: bool = True
     synthetic: Optional[SyntheticConfig] = None
     latent_cache: Optional[str] = None
+
+    def datamodule(self, **changes):
+        """The VideoDataModule of these settings, with `changes` (e.g. latent_cache=None) applied."""
+        import dataclasses
+
+        from walt.data.datamodule import VideoDataModule
+        from walt.utils import plain
+
+        return VideoDataModule(**plain(dataclasses.replace(self, **changes)))
 
 
 @dataclass
@@ -114,6 +124,29 @@ class LoggerConfig:
 
 
 @dataclass
+class OptimConfig:
+    """Stage-2 optimisation (the autoencoder's lives in autoencoder.optim): AdamW, linear warm-up, cosine
+    decay, EMA of the weights used for sampling.
+
+    lr, betas, weight_decay (linear weights only): AdamW. warmup_steps: linear warm-up.
+    max_steps: end of the cosine decay; None = trainer.max_steps. min_lr_ratio: floor of the decay.
+    ema_decay: EMA of the weights, warmed up as min(ema_decay, (1 + n) / (10 + n)) after n updates.
+    sample_every_n_steps: decoded EMA samples to TensorBoard every N steps (0 = never).
+    num_log_samples: videos per sample log.
+    """
+
+    lr: float = 5e-4
+    betas: List[float] = field(default_factory=lambda: [0.9, 0.99])
+    weight_decay: float = 0.0
+    warmup_steps: int = 1000
+    max_steps: Optional[int] = None
+    min_lr_ratio: float = 0.0
+    ema_decay: float = 0.9999
+    sample_every_n_steps: int = 0
+    num_log_samples: int = 4
+
+
+@dataclass
 class PathsConfig:
     """Where data and runs live. data_dir defaults to $WALT_DATA, else <repo>/data."""
 
@@ -132,9 +165,10 @@ class TrainConfig:
     force: train even when the run directory already holds a completion marker.
     first_stage_ckpt: stage-2's frozen autoencoder checkpoint; "auto" finds or trains it by config
         hash (walt.first_stage), with first_stage_steps training steps.
-    autoencoder/model/diffusion/optim: checked by their own dataclasses (walt.autoencoder.config,
-    walt.transformer.config, walt.diffusion.config) in `validate`; their fields mix strings and
-    lists (st_window: [5,8,8] or full), which OmegaConf's typed nodes cannot express.
+    tags, notes: free-form labels of the run, stored in results.json and TensorBoard's HPARAMS.
+    autoencoder/model/diffusion/eval: checked by their own dataclasses (walt.autoencoder.config,
+    walt.transformer.config, walt.diffusion.config, walt.config.eval) in RunConfig.from_hydra; their
+    fields mix strings and lists (st_window: [5,8,8] or full), which OmegaConf's typed nodes cannot express.
     """
 
     stage: Stage = Stage.autoencoder
@@ -148,10 +182,12 @@ class TrainConfig:
     trainer: TrainerConfig = MISSING
     logger: Optional[LoggerConfig] = None
     callbacks: Dict[str, Any] = field(default_factory=dict)
+    tags: List[str] = field(default_factory=list)
+    notes: str = ""
     autoencoder: Any = None
     model: Any = None
     diffusion: Any = None
-    optim: Any = None
+    optim: OptimConfig = field(default_factory=OptimConfig)
     eval: Any = None
 
 
@@ -170,80 +206,10 @@ def run_dirname(overrides: str, limit: int = 120) -> str:
 def register() -> None:
     """Put the schemas into Hydra's ConfigStore and the `walt.*` resolvers into OmegaConf (idempotent).
 
-    `${walt.cwd:}` is the directory the command started in; `${walt.repo:}` the checkout, which
-    lets the primary config add sweeps/ (sweep presets, launchers) to Hydra's search path.
+    `${walt.cwd:}` is the directory the command started in; `${walt.sweeps:}` the packaged sweeps tree,
+    which the primary config adds to Hydra's search path (sweep presets, launchers).
     """
     OmegaConf.register_new_resolver("walt.cwd", os.getcwd, replace=True)
     OmegaConf.register_new_resolver("walt.dirname", run_dirname, replace=True)
-    OmegaConf.register_new_resolver("walt.repo", lambda: REPO_DIR, replace=True)
+    OmegaConf.register_new_resolver("walt.sweeps", lambda: SWEEPS_DIR, replace=True)
     ConfigStore.instance().store(name="train_schema", node=TrainConfig)
-
-
-def validate(cfg: DictConfig) -> None:
-    """Cross-field checks that a schema cannot express; raises ValueError naming the valid values."""
-    if str(cfg.trainer.precision) not in PRECISIONS:
-        raise ValueError(f"trainer.precision={cfg.trainer.precision!r} is not one of {PRECISIONS}")
-    data = cfg.data
-    if data.num_frames < 1 or data.frame_stride < 1:
-        raise ValueError("data.num_frames and data.frame_stride must be >= 1")
-    if data.dataset == Dataset.synthetic and data.synthetic is None:
-        raise ValueError("data.dataset=synthetic needs a data.synthetic block (use data=synthetic)")
-    if data.dataset == Dataset.synthetic:
-        span = (data.num_frames - 1) * data.frame_stride + 1
-        if span > data.synthetic.num_frames:
-            raise ValueError(
-                f"clips need {span} frames (num_frames={data.num_frames}, frame_stride={data.frame_stride}) "
-                f"but synthetic videos have data.synthetic.num_frames={data.synthetic.num_frames}"
-            )
-    if data.dataset == Dataset.ucf101 and data.split not in (1, 2, 3):
-        raise ValueError(f"data.split must be 1, 2 or 3 for UCF-101, got {data.split}")
-    ae = autoencoder_config(cfg)
-    frames = clip_frames(cfg)
-    if (frames - 1) % ae.temporal_factor or data.resolution % ae.spatial_factor:
-        raise ValueError(
-            f"clips of {frames}x{data.resolution}x{data.resolution} do not fit the autoencoder's /{ae.temporal_factor} "
-            f"time and /{ae.spatial_factor} space factors: data.num_frames must be 1 + k*{ae.temporal_factor} "
-            f"(e.g. 17) and data.resolution a multiple of {ae.spatial_factor}"
-        )
-    if cfg.stage == Stage.diffusion:
-        model_config(cfg)
-        from walt.diffusion.config import DiffusionConfig
-
-        DiffusionConfig.from_dict(plain(cfg.diffusion))
-    if cfg.get("eval") is not None:
-        from walt.evaluate import check_config
-
-        check_config(cfg)
-
-
-def clip_frames(cfg: DictConfig) -> int:
-    """Frames per clip (images are 1-frame clips)."""
-    return 1 if cfg.data.dataset == Dataset.imagenet else int(cfg.data.num_frames)
-
-
-def autoencoder_config(cfg: DictConfig):
-    """The validated walt.autoencoder.config.AutoencoderConfig of a composed config."""
-    from walt.autoencoder.config import AutoencoderConfig
-
-    return AutoencoderConfig.from_dict(plain(cfg.autoencoder))
-
-
-def latent_shape(cfg: DictConfig) -> tuple[int, int, int, int]:
-    """(c, t, h, w) of the configured clip's latent."""
-    res = int(cfg.data.resolution)
-    return autoencoder_config(cfg).latent_shape(clip_frames(cfg), res, res)
-
-
-def model_config(cfg: DictConfig):
-    """The validated stage-2 ModelConfig: in_channels / input_size left null come from the latent shape,
-    num_classes from the data."""
-    from walt.transformer.config import ModelConfig
-
-    model = dict(plain(cfg.model))
-    c, t, h, w = latent_shape(cfg)
-    if model.get("in_channels") is None:
-        model["in_channels"] = c
-    if model.get("input_size") is None:
-        model["input_size"] = [t, h, w]
-    model["num_classes"] = int(cfg.data.num_classes)
-    return ModelConfig.from_dict(model)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Iterable
 
@@ -21,6 +20,8 @@ import numpy as np
 import scipy.linalg
 from scipy.special import xlogy
 import torch
+
+from walt.runs import atomic_write
 
 log = logging.getLogger(__name__)
 ArrayLike = np.ndarray | torch.Tensor
@@ -141,18 +142,10 @@ class FeatureStats:
 
     def save(self, path: str | os.PathLike) -> None:
         """Write atomically as .npz (so an interrupted evaluation never leaves a torn file)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".npz")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, n=np.int64(self.n), dim=np.int64(self.dim or 0),
-                         mean=self._mean if self._mean is not None else np.zeros(0),
-                         m2=self._m2 if self._m2 is not None else np.zeros((0, 0)))
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_write(path, "wb") as f:
+            np.savez(f, n=np.int64(self.n), dim=np.int64(self.dim or 0),
+                     mean=self._mean if self._mean is not None else np.zeros(0),
+                     m2=self._m2 if self._m2 is not None else np.zeros((0, 0)))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "FeatureStats":

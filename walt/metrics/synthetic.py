@@ -14,7 +14,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ from walt.data.video import ClipSpec, Sampling
 from walt.metrics.frechet import FeatureStats, accumulate, inception_score
 from walt.metrics.protocol import register_extractor
 from walt.weights import file_checksum
+from walt.runs import atomic_write
 
 log = logging.getLogger(__name__)
 ARCH_VERSION = 1  # bump when SynthClassifier changes, so stale cached classifiers are not reused
@@ -142,15 +142,8 @@ def _fit(model: SynthClassifier, videos: torch.Tensor, labels: torch.Tensor, dev
 
 
 def _save_atomic(obj: dict, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path, "wb") as f:
+        torch.save(obj, f)
 
 
 def _resolve_source(source, config: SynthClassifierConfig):

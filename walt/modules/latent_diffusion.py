@@ -7,35 +7,30 @@ The first stage is held outside the module's state: checkpoints hold only stage 
 """
 from __future__ import annotations
 
-import copy
 import logging
 import math
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import lightning as L
 import torch
 from torch import nn
 
+from walt.config.schema import OptimConfig
 from walt.diffusion import ClassifierFreeGuidance, DiffusionConfig, diffusion_loss
 from walt.diffusion import sample as run_sampler
+from walt.modules.ema import EMA
 from walt.transformer import WALT, ModelConfig
-from walt.utils import plain
+from walt.utils import from_dict, plain
 
 log = logging.getLogger(__name__)
-
-OPTIM_DEFAULTS = dict(lr=5e-4, betas=[0.9, 0.99], weight_decay=0.0, warmup_steps=1000, max_steps=None, min_lr_ratio=0.0)
 
 
 class LatentDiffusionModule(L.LightningModule):
     """Latent diffusion training, validation, EMA and sampling around a WALT backbone.
 
-    model: ModelConfig fields (dict); num_classes overrides model['num_classes'].
-    diffusion: DiffusionConfig fields (dict).
-    optim: AdamW + schedule: lr, betas, weight_decay (matrices only), warmup_steps (linear warmup),
-        max_steps (end of the cosine decay; None = trainer.max_steps), min_lr_ratio (floor of the decay).
-    ema_decay: EMA of the weights, warmed up as min(ema_decay, (1 + n) / (10 + n)) after n updates.
-    sample_every_n_steps: decode EMA samples to TensorBoard every N steps (0 = never; needs first_stage).
-    num_log_samples: videos per sample log.
+    model, diffusion, optim: the typed configs (or their plain dicts, as stored in checkpoints):
+        walt.transformer.ModelConfig (complete: in_channels, input_size, num_classes), DiffusionConfig,
+        walt.config.schema.OptimConfig (AdamW + warm-up/cosine schedule, EMA decay, sample logging).
     first_stage: frozen autoencoder with encode / decode / normalize / denormalize, or None when
         batches carry latents. Not a hyperparameter and not in the checkpoint.
     Gradient clipping is the Trainer's (gradient_clip_val).
@@ -45,31 +40,22 @@ class LatentDiffusionModule(L.LightningModule):
 
     def __init__(
         self,
-        model: Optional[dict] = None,
-        diffusion: Optional[dict] = None,
-        optim: Optional[dict] = None,
-        num_classes: int = 0,
-        ema_decay: float = 0.9999,
-        sample_every_n_steps: int = 0,
-        num_log_samples: int = 4,
+        model: Union[ModelConfig, dict],
+        diffusion: Union[DiffusionConfig, dict, None] = None,
+        optim: Union[OptimConfig, dict, None] = None,
         first_stage: Optional[nn.Module] = None,
     ):
         super().__init__()
+        self.model_cfg = ModelConfig.from_dict(model)
+        self.diffusion_cfg = DiffusionConfig.from_dict(diffusion or {})
+        self.optim_cfg = from_dict(OptimConfig, optim or {}, "optim")
         # plain containers only: checkpoints must load with torch.load(weights_only=True)
-        model, diffusion = plain(model or {}), plain(diffusion or {})
-        optim = {**OPTIM_DEFAULTS, **plain(optim or {})}
-        unknown = sorted(set(optim) - set(OPTIM_DEFAULTS))
-        if unknown:
-            raise ValueError(f"unknown optim key(s) {unknown}; valid keys: {sorted(OPTIM_DEFAULTS)}")
-        self.save_hyperparameters(ignore=["first_stage"])
-        self.model_cfg = ModelConfig.from_dict({**model, "num_classes": num_classes})
-        self.diffusion_cfg = DiffusionConfig.from_dict(diffusion)
+        self.save_hyperparameters({"model": self.model_cfg.to_dict(), "diffusion": self.diffusion_cfg.to_dict(),
+                                   "optim": plain(self.optim_cfg)}, logger=False)
         self.schedule = self.diffusion_cfg.make_schedule()
         self.model = WALT(self.model_cfg)
-        self.ema = copy.deepcopy(self.model).requires_grad_(False)  # no dropout / BN: mode is irrelevant
+        self.ema = EMA(self.model, self.optim_cfg.ema_decay)  # no dropout / BN: mode is irrelevant
         self._first_stage = [first_stage.eval().requires_grad_(False)] if first_stage is not None else []
-        self._ema_updates = 0
-        self._last_ema_step = -1
 
     # ----------------------------------------------------------------------------- first stage
     @property
@@ -122,8 +108,8 @@ class LatentDiffusionModule(L.LightningModule):
         x0 = self.batch_latents(batch)
         cond = self._conditions(batch, x0, train, generator)
         p = self.model_cfg.self_cond_prob
-        if train:
-            coin = p > 0 and bool(torch.rand((), generator=generator) < p)
+        if train:  # one coin per sample (Chen et al.'s recipe)
+            coin = torch.rand(x0.shape[0], device=x0.device, generator=generator) < p
         else:
             coin = p > 0  # evaluate the way we sample
         model_fn = lambda x, t, sc: net(x, t, self_cond=sc, **cond)  # noqa: E731
@@ -142,33 +128,19 @@ class LatentDiffusionModule(L.LightningModule):
 
         n = _batch_size(batch)
         self.log("val/loss", self._loss(self.model, batch, train=False, generator=gen()), batch_size=n, sync_dist=True)
-        self.log("val/loss_ema", self._loss(self.ema, batch, train=False, generator=gen()), batch_size=n, sync_dist=True)
+        self.log("val/loss_ema", self._loss(self.ema.module, batch, train=False, generator=gen()), batch_size=n, sync_dist=True)
+
+    def optimizer_step(self, *args, **kwargs) -> None:
+        super().optimizer_step(*args, **kwargs)
+        self.ema.update(self.model)  # before any callback checkpoints this step
 
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
-        step = self.trainer.global_step
-        if step != self._last_ema_step:  # once per optimizer step (gradient accumulation safe)
-            self._last_ema_step = step
-            self.update_ema()
-        every = self.hparams.sample_every_n_steps
+        step, every = self.trainer.global_step, self.optim_cfg.sample_every_n_steps
         if every and step % every == 0 and self.first_stage is not None and self.trainer.is_global_zero:
             self.log_samples(step)
 
-    @torch.no_grad()
-    def update_ema(self) -> None:
-        self._ema_updates += 1
-        n = self._ema_updates
-        decay = min(self.hparams.ema_decay, (1 + n) / (10 + n))
-        ema, online = list(self.ema.parameters()), list(self.model.parameters())
-        torch._foreach_lerp_(ema, [p.detach() for p in online], 1 - decay)
-
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["ema_updates"] = self._ema_updates
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        self._ema_updates = int(checkpoint.get("ema_updates", 0))
-
     def configure_optimizers(self):
-        opt = self.hparams.optim
+        opt = plain(self.optim_cfg)
         decay, no_decay = [], []
         for module in self.model.modules():
             for name, p in module.named_parameters(recurse=False):
@@ -211,7 +183,7 @@ class LatentDiffusionModule(L.LightningModule):
         """
         cfg = self.diffusion_cfg
         mcfg = self.model_cfg
-        net = self.ema if use_ema else self.model
+        net = self.ema.module if use_ema else self.model
         sized = [len(v) for v in (labels, noise, context) if v is not None] + ([num_samples] if num_samples else [])
         if not sized:
             raise ValueError("sample() needs labels, noise, context or num_samples to know the batch size")
@@ -245,7 +217,7 @@ class LatentDiffusionModule(L.LightningModule):
 
         if not isinstance(self.logger, TensorBoardLogger):
             return
-        n = self.hparams.num_log_samples
+        n = self.optim_cfg.num_log_samples
         labels = torch.arange(n, device=self.device) % self.model_cfg.num_classes if self.model_cfg.num_classes else None
         generator = torch.Generator(device=self.device).manual_seed(0)
         video = self.decode(self.sample(labels, num_samples=n, generator=generator))  # (N, C, T, H, W) in [-1, 1]
@@ -266,33 +238,3 @@ def lr_factor(step: int, warmup: int, max_steps: Optional[int], min_ratio: float
 def _batch_size(batch: dict) -> int:
     x = batch.get("latents", batch.get("video"))
     return int(x.shape[0])
-
-def build_from_config(cfg) -> LatentDiffusionModule:
-    """The module of a composed `walt-train stage=diffusion` config.
-
-    Reads cfg.model (completed by walt.config.model_config), cfg.diffusion, cfg.optim (optim may
-    also carry ema_decay, sample_every_n_steps and num_log_samples) and cfg.first_stage_ckpt.
-    """
-    from walt.config import model_config
-
-    model = model_config(cfg).to_dict()
-    diffusion = plain(cfg.get("diffusion") or {})
-    optim = plain(cfg.get("optim") or {})
-    extra = {k: optim.pop(k) for k in ("ema_decay", "sample_every_n_steps", "num_log_samples") if k in optim}
-    return LatentDiffusionModule(model, diffusion, optim, num_classes=model["num_classes"],
-                                 first_stage=_first_stage(cfg), **extra)
-
-
-def _first_stage(cfg) -> Optional[nn.Module]:
-    """The frozen autoencoder of cfg.first_stage_ckpt (None: batches must carry latents).
-
-    Latent normalisation follows this run's `autoencoder.normalize_latents` (Table 3e ablates it
-    in stage 2), not the flag the autoencoder was trained with; the statistics are in its checkpoint.
-    """
-    path = cfg.get("first_stage_ckpt")
-    if not path or path == "auto":
-        return None
-    from walt.modules.autoencoder import load_autoencoder
-
-    ae = cfg.get("autoencoder")
-    return load_autoencoder(path, normalize_latents=None if ae is None else bool(ae.normalize_latents))

@@ -1,0 +1,291 @@
+"""The one raw -> typed step: a composed Hydra config becomes a frozen, validated `RunConfig`.
+
+Every layer below the entry points receives a RunConfig or one of its typed parts, never the raw
+DictConfig. A run is re-created (walt-eval on a finished run, the first stage a stage-2 run needs,
+resume checks) by composing its stored Hydra overrides again (`RunConfig.stored`), so a stored run
+means exactly what the config tree says, not a hand-merged copy.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from omegaconf import DictConfig, OmegaConf
+
+from walt import runs
+from walt.autoencoder.config import AutoencoderConfig
+from walt.config.eval import I3D_EXTRACTORS, EvalConfig
+from walt.config.schema import CONFIG_DIR, PRECISIONS, DataConfig, Dataset, OptimConfig, PathsConfig, register
+from walt.diffusion.config import DiffusionConfig
+from walt.transformer.config import ModelConfig
+from walt.utils import plain
+
+log = logging.getLogger(__name__)
+STAGES = ("autoencoder", "diffusion")
+# Sections a finished run may be re-evaluated with differently; any other difference means the config
+# tree no longer composes to what the run trained with.
+REEVALUATION_SECTIONS = ("eval", "trainer", "logger", "callbacks", "paths", "force", "tags", "notes")
+
+
+def compose(overrides: Sequence[str] = ()) -> DictConfig:
+    """walt-train's config for `overrides`, composed without starting a Hydra run (inside a running
+    Hydra app, through its already initialised config search path)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    register()
+    if GlobalHydra.instance().is_initialized():
+        return hydra_compose(config_name="train", overrides=list(overrides))
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return hydra_compose(config_name="train", overrides=list(overrides))
+
+
+def override_key(override: str) -> str:
+    """The key an override sets ('+a.b=1' -> 'a.b', '~x' -> 'x')."""
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def merge_overrides(*groups: Sequence[str]) -> list[str]:
+    """Override lists joined so that a later override of the same key replaces the earlier one."""
+    merged: dict[str, str] = {}
+    for group in groups:
+        for o in group:
+            merged.pop(override_key(o), None)
+            merged[override_key(o)] = o
+    return list(merged.values())
+
+
+def quote(value: Any) -> str:
+    """A value as a Hydra override literal (paths may hold characters Hydra's grammar reserves)."""
+    if value is None:
+        return "null"
+    text = str(value)
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """One run, typed: the run-level settings plus one typed part per config group.
+
+    stage: "autoencoder" (stage 1) or "diffusion" (stage 2). seed, run_name, force, first_stage_ckpt,
+    first_stage_steps, tags, notes: see walt.config.schema.TrainConfig.
+    paths, data, optim: the schema's typed groups. autoencoder, model, diffusion, eval: the leaf
+    libraries' configs (model completed with the latent shape and the data's class count).
+    trainer, logger, callbacks: Hydra `_target_` specs, instantiated by the pipeline.
+    overrides: the Hydra overrides that compose this run (what `stored` and `with_overrides` re-compose).
+    Parts are not to be mutated: derive a changed run with `with_overrides`.
+    """
+
+    stage: str
+    seed: int
+    run_name: str
+    force: bool
+    first_stage_ckpt: Optional[str]
+    first_stage_steps: int
+    paths: PathsConfig
+    data: DataConfig
+    autoencoder: AutoencoderConfig
+    model: ModelConfig
+    diffusion: DiffusionConfig
+    optim: OptimConfig
+    eval: EvalConfig
+    trainer: dict
+    logger: Optional[dict]
+    callbacks: dict
+    tags: tuple = ()
+    notes: str = ""
+    overrides: tuple = field(default=(), compare=False)
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_hydra(cls, cfg: DictConfig, overrides: Sequence[str] = ()) -> "RunConfig":
+        """Type and validate a composed config; raises ValueError naming the key and the valid values."""
+        from hydra.core.hydra_config import HydraConfig
+
+        cfg = cfg.copy()
+        run_dir = OmegaConf.to_container(cfg.paths, resolve=False)["run_dir"]
+        if "${hydra:" in str(run_dir) and not HydraConfig.initialized():
+            cfg.paths.run_dir = "${paths.output_dir}/runs/${run_name}"  # composed outside a Hydra run
+        t = OmegaConf.to_object(cfg)
+        data: DataConfig = t.data
+        autoencoder = AutoencoderConfig.from_dict(t.autoencoder)
+        run = cls(
+            stage=str(t.stage.value), seed=int(t.seed), run_name=str(t.run_name), force=bool(t.force),
+            first_stage_ckpt=t.first_stage_ckpt, first_stage_steps=int(t.first_stage_steps),
+            paths=t.paths, data=data, autoencoder=autoencoder,
+            model=complete_model(t.model or {}, autoencoder, data),
+            diffusion=DiffusionConfig.from_dict(t.diffusion or {}),
+            optim=t.optim, eval=EvalConfig.from_dict(t.eval or {}),
+            trainer=plain(t.trainer), logger=plain(t.logger) if t.logger else None,
+            callbacks={k: v for k, v in plain(t.callbacks).items() if v},
+            tags=tuple(str(x) for x in t.tags), notes=str(t.notes), overrides=tuple(overrides),
+        )
+        run.validate()
+        return run
+
+    @classmethod
+    def load(cls, overrides: Sequence[str] = ()) -> "RunConfig":
+        """Compose walt-train's config for `overrides` and type it."""
+        return cls.from_hydra(compose(overrides), overrides)
+
+    @classmethod
+    def stored(cls, run_dir: str | os.PathLike, overrides: Sequence[str] = (),
+               changeable: Sequence[str] = REEVALUATION_SECTIONS) -> "RunConfig":
+        """A run directory's config, re-composed from its stored overrides plus `overrides`.
+
+        Only sections in `changeable` may differ from the stored config.yaml; any other difference
+        (a changed preset, an override of model.*) fails listing the differences.
+        """
+        run_dir = Path(run_dir)
+        path = run_dir / runs.CONFIG
+        if not path.exists():
+            raise FileNotFoundError(f"{path} not found: {run_dir} is not a run directory (walt-train writes {runs.CONFIG})")
+        stored = OmegaConf.to_container(OmegaConf.load(path))
+        pins = pinned_overrides(stored, run_dir)
+        run = cls.load(merge_overrides(runs.read_overrides(run_dir), pins, overrides))
+        diff = differences(stored, run.to_dict(), ignore=changeable)
+        if diff:
+            raise ValueError(f"{run_dir} was trained with another config than its overrides compose to now: "
+                             + "; ".join(diff) + f". Only {', '.join(changeable)} may change on a trained run.")
+        return run
+
+    def with_overrides(self, *extra: str) -> "RunConfig":
+        """This run re-composed with `extra` overrides (paths and run name kept unless overridden)."""
+        return RunConfig.load(merge_overrides(self.overrides, pinned_overrides(self.to_dict()), extra))
+
+    # ------------------------------------------------------------------ checks
+    def validate(self) -> None:
+        """Cross-field checks a schema cannot express; ValueError naming the keys and valid values."""
+        if self.stage not in STAGES:
+            raise ValueError(f"stage={self.stage!r} is not one of {STAGES}")
+        if str(self.trainer.get("precision")) not in PRECISIONS:
+            raise ValueError(f"trainer.precision={self.trainer.get('precision')!r} is not one of {PRECISIONS}")
+        data = self.data
+        if data.num_frames < 1 or data.frame_stride < 1:
+            raise ValueError("data.num_frames and data.frame_stride must be >= 1")
+        if data.dataset == Dataset.synthetic:
+            if data.synthetic is None:
+                raise ValueError("data.dataset=synthetic needs a data.synthetic block (use data=synthetic)")
+            span = (data.num_frames - 1) * data.frame_stride + 1
+            if span > data.synthetic.num_frames:
+                raise ValueError(
+                    f"clips need {span} frames (num_frames={data.num_frames}, frame_stride={data.frame_stride}) "
+                    f"but synthetic videos have data.synthetic.num_frames={data.synthetic.num_frames}: raise "
+                    f"data.synthetic.num_frames to {span} or lower data.num_frames / data.frame_stride")
+        if data.dataset == Dataset.ucf101 and data.split not in (1, 2, 3):
+            raise ValueError(f"data.split must be 1, 2 or 3 for UCF-101, got {data.split}")
+        ae, frames = self.autoencoder, self.clip_frames
+        if (frames - 1) % ae.temporal_factor or data.resolution % ae.spatial_factor:
+            raise ValueError(
+                f"clips of {frames}x{data.resolution}x{data.resolution} do not fit the autoencoder's /{ae.temporal_factor} "
+                f"time and /{ae.spatial_factor} space factors: data.num_frames must be 1 + k*{ae.temporal_factor} "
+                f"(e.g. 17) and data.resolution a multiple of {ae.spatial_factor}")
+        self.eval.stage_metrics(self.stage)
+        if self.eval.after_train:
+            self.metric_frames()
+            self.eval_weights()
+
+    def metric_frames(self) -> int:
+        """Frames fed to the metrics' extractor (eval.num_frames_metric, else the whole clip)."""
+        frames = self.clip_frames
+        n = self.eval.num_frames_metric or frames
+        if n > frames:
+            raise ValueError(f"eval.num_frames_metric={n} but the run's clips have {frames} frames "
+                             f"(data.num_frames); set eval.num_frames_metric <= {frames} or null")
+        return n
+
+    def eval_weights(self) -> dict[str, Path]:
+        """The verified weights files the configured metrics need (raises WeightsError when one is missing),
+        so a run fails before training rather than after."""
+        from walt.metrics import C3D_SPEC, I3D_SPEC, I3D_TORCHSCRIPT_SPEC, INCEPTION_SPEC
+        from walt.weights import resolve_weights
+
+        ev, metrics, found = self.eval, self.eval.stage_metrics(self.stage), {}
+        if ev.extractor in I3D_EXTRACTORS and any(m in ("fvd", "rfvd") for m in metrics):
+            found["i3d"] = resolve_weights(I3D_SPEC if ev.extractor == "i3d" else I3D_TORCHSCRIPT_SPEC, ev.weights)
+        if any(m in ("fid", "is", "kid") for m in metrics):
+            found["inception"] = resolve_weights(INCEPTION_SPEC, ev.inception_weights)
+        if "is_c3d" in metrics:
+            found["c3d"] = resolve_weights(C3D_SPEC, ev.c3d_weights)
+        return found
+
+    # ------------------------------------------------------------------ derived values
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.paths.run_dir)
+
+    @property
+    def clip_frames(self) -> int:
+        """Frames per clip (images are 1-frame clips)."""
+        return clip_frames(self.data)
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int, int]:
+        """(c, t, h, w) of the configured clip's latent."""
+        return self.autoencoder.latent_shape(self.clip_frames, self.data.resolution, self.data.resolution)
+
+    def to_dict(self) -> dict:
+        """The resolved config as plain containers: what config.yaml holds and analysis reads."""
+        out = {f.name: plain(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name != "overrides"}
+        out["autoencoder"], out["model"] = self.autoencoder.to_dict(), self.model.to_dict()
+        return out
+
+    def hparams(self) -> dict:
+        """Scalar leaves as 'group.key' -> value for TensorBoard's HPARAMS tab (paths and callbacks left out)."""
+        out: dict[str, Any] = {}
+
+        def walk(node: dict, prefix: str) -> None:
+            for key, value in node.items():
+                if isinstance(value, dict):
+                    walk(value, f"{prefix}{key}.")
+                elif value is None or isinstance(value, (list, tuple)):
+                    out[f"{prefix}{key}"] = str(value)
+                else:
+                    out[f"{prefix}{key}"] = value
+
+        walk({k: v for k, v in self.to_dict().items() if k not in ("paths", "callbacks")}, "")
+        return out
+
+
+def clip_frames(data: DataConfig) -> int:
+    """Frames per clip of a data config (images are 1-frame clips)."""
+    return 1 if data.dataset == Dataset.imagenet else int(data.num_frames)
+
+
+def complete_model(model: Any, autoencoder: AutoencoderConfig, data: DataConfig) -> ModelConfig:
+    """The stage-2 ModelConfig: in_channels / input_size left null come from the latent shape,
+    num_classes from the data."""
+    values = dict(plain(model))
+    c, t, h, w = autoencoder.latent_shape(clip_frames(data), data.resolution, data.resolution)
+    if values.get("in_channels") is None:
+        values["in_channels"] = c
+    if values.get("input_size") is None:
+        values["input_size"] = [t, h, w]
+    values["num_classes"] = int(data.num_classes)
+    return ModelConfig.from_dict(values)
+
+
+def pinned_overrides(stored: dict, run_dir: str | os.PathLike | None = None) -> list[str]:
+    """Overrides that fix what depends on when and where a command runs (paths, a timestamped run name)."""
+    paths = dict(stored["paths"], **({"run_dir": str(run_dir)} if run_dir is not None else {}))
+    return [f"paths.{k}={quote(v)}" for k, v in paths.items()] + [f"run_name={quote(stored['run_name'])}"]
+
+
+def differences(old: dict, new: dict, ignore: Sequence[str] = (), prefix: str = "") -> list[str]:
+    """'key: old -> new' for every leaf that differs between two plain configs (sections in `ignore` skipped)."""
+    out = []
+    for key in sorted(set(old) | set(new)):
+        name = f"{prefix}{key}"
+        if name in ignore:
+            continue
+        a, b = old.get(key, "<absent>"), new.get(key, "<absent>")
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += differences(a, b, ignore, f"{name}.")
+        elif plain(a) != plain(b):
+            out.append(f"{name}: {a!r} -> {b!r}")
+    return out
