@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from walt.cli import describe, compose_config
+from walt.cli import compose_run, describe
 
 
 def run_cli(*args, cwd=None):
@@ -23,13 +23,13 @@ def run_cli(*args, cwd=None):
      {"input_shape": [17, 64, 64, 3], "latent_shape": [5, 8, 8, 8], "tokens": 80}),
 ])
 def test_describe_shapes(overrides, expected):
-    record = describe(compose_config(overrides))
+    record = describe(compose_run(overrides))
     assert {k: record[k] for k in expected} == expected
     assert record["autoencoder_params"] > 0 and record["params"] > 0
 
 
 def test_walt_l_params_in_info():
-    record = describe(compose_config(["autoencoder=magvit2", "model=walt_l", "data=ucf101"]))
+    record = describe(compose_run(["autoencoder=magvit2", "model=walt_l", "data=ucf101"]))
     assert abs(record["params"] / 313e6 - 1) < 0.02
 
 

@@ -6,8 +6,8 @@ import pytest
 from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ValidationError
 
-from walt.cli import compose_config
-from walt.config import CONFIG_DIR, SWEEPS_DIR, validate
+from walt.config import CONFIG_DIR, SWEEPS_DIR, RunConfig, compose
+from walt.config.schema import run_dirname
 
 GROUPS = sorted(p.name for p in Path(CONFIG_DIR).iterdir() if p.is_dir() and p.name != "experiment")
 GROUP_OPTIONS = [(g, f.stem) for g in GROUPS for f in sorted((Path(CONFIG_DIR) / g).glob("*.yaml"))]
@@ -23,19 +23,17 @@ def test_there_is_something_to_compose():
 
 @pytest.mark.parametrize("group,option", GROUP_OPTIONS)
 def test_group_option_composes(group, option):
-    cfg = compose_config([f"{group}={option}"])
-    validate(cfg)
+    RunConfig.load([f"{group}={option}"])
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_experiment_composes(name):
-    validate(compose_config([f"experiment={name}"]))
+    RunConfig.load([f"experiment={name}"])
 
 
 @pytest.mark.parametrize("name", SWEEPS)
 def test_sweep_preset_composes(name):
-    cfg = compose_config([f"+sweep={name}"])
-    validate(cfg)
+    RunConfig.load([f"+sweep={name}"])
 
 
 def test_slurm_launcher_keys():
@@ -52,24 +50,24 @@ def test_slurm_launcher_keys():
 
 def test_wrong_key_fails_naming_it():
     with pytest.raises(ConfigCompositionException, match="data.foo"):
-        compose_config(["data.foo=1"])
+        compose(["data.foo=1"])
 
 
 def test_wrong_enum_value_names_valid_choices():
     with pytest.raises(ConfigCompositionException) as err:
-        compose_config(["data.temporal_sampling=middle"])
+        compose(["data.temporal_sampling=middle"])
     assert "random, center" in str(err.value.__cause__)
 
 
 def test_wrong_type_fails():
     with pytest.raises(ConfigCompositionException) as err:
-        compose_config(["data.batch_size=lots"])
+        compose(["data.batch_size=lots"])
     assert isinstance(err.value.__cause__, ValidationError)
 
 
 def test_unknown_group_option_lists_available():
     with pytest.raises(ConfigCompositionException, match="ucf101"):
-        compose_config(["data=ucf102"])
+        compose(["data=ucf102"])
 
 
 @pytest.mark.parametrize("override,message", [
@@ -81,10 +79,31 @@ def test_unknown_group_option_lists_available():
     (["stage=diffusion", "model.patch_size=3"], r"valid sizes: \[1, 2, 4, 8\]"),
     (["stage=diffusion", "diffusion.prediction=score"], "not one of"),
     (["autoencoder.temporal_padding=reflect"], "replicate"),
+    # stage 2's groups are checked whatever the stage, before anything is built
+    (["stage=autoencoder", "model.patch_size=two"], r"model.patch_size='two' is not a valid int"),
+    (["stage=autoencoder", "model.patch_size=3"], r"valid sizes: \[1, 2, 4, 8\]"),
+    (["diffusion.sampler=euler"], "not one of"),
+    (["eval.num_samples=0"], "eval.num_samples must be >= 1"),
+    (["optim.lr=fast"], "optim.lr"),
 ])
 def test_cross_field_validation(override, message):
-    with pytest.raises(ValueError, match=message):
-        validate(compose_config(override))
+    with pytest.raises((ValueError, ConfigCompositionException), match=message):
+        RunConfig.load(override)
+
+
+def test_run_config_is_frozen_and_round_trips_through_its_overrides(tmp_path):
+    run = RunConfig.load(["experiment=demo", "model.patch_size=2", f"paths.run_dir={tmp_path}"])
+    with pytest.raises(AttributeError):
+        run.seed = 1  # frozen: derive changed runs with with_overrides
+    changed = run.with_overrides("seed=3")
+    assert (changed.seed, changed.model.patch_size, changed.run_dir, changed.run_name) == (3, 2, run.run_dir, run.run_name)
+    from walt import runs
+
+    runs.write_config(tmp_path, run.to_dict(), list(run.overrides))
+    again = RunConfig.stored(tmp_path, ["eval.num_samples=7"])
+    assert again.eval.num_samples == 7 and again.model == run.model and again.data == run.data
+    with pytest.raises(ValueError, match=r"model.depth: 4 -> 6"):
+        RunConfig.stored(tmp_path, ["model.depth=6"])
 
 
 def sweep_points(name):
@@ -113,16 +132,15 @@ def test_every_point_of_a_sweep_is_valid_at_paper_latent_grid(name):
     points = sweep_points(name)
     assert len(points) >= 1
     for model, point in itertools.product(("walt_tiny", "walt_l"), points):
-        cfg = compose_config([f"+sweep={name}", f"model={model}", "data.synthetic.resolution=128", *point])
-        validate(cfg)
-        assert cfg.run_name == name.replace("_full", "") and str(cfg.stage.value) == "diffusion"
+        run = RunConfig.load([f"+sweep={name}", f"model={model}", "data.synthetic.resolution=128", *point])
+        assert run.run_name == name.replace("_full", "") and run.stage == "diffusion"
 
 
 def test_table3e_ablation_rows_switch_off_one_choice_each():
     flags = {}
     for point in sweep_points("table3e"):
-        cfg = compose_config(["+sweep=table3e", *point])
-        flags[point[0]] = (cfg.model.qk_norm, cfg.autoencoder.normalize_latents, cfg.diffusion.zero_terminal_snr)
+        run = RunConfig.load(["+sweep=table3e", *point])
+        flags[point[0]] = (run.model.qk_norm, run.diffusion.normalize_latents, run.diffusion.zero_terminal_snr)
     assert flags == {
         "ablation=none": (True, True, True), "ablation=no_qk_norm": (False, True, True),
         "ablation=no_latent_norm": (True, False, True), "ablation=no_zero_terminal_snr": (True, True, False),
@@ -130,8 +148,6 @@ def test_table3e_ablation_rows_switch_off_one_choice_each():
 
 
 def test_sweep_job_dirnames_are_short_single_components_and_stable():
-    from walt.config import run_dirname
-
     long = ",".join(f"data.synthetic.key{i}=/some/path/{i}" for i in range(20))
     name = run_dirname(long)
     assert len(name) <= 120 and "/" not in name and name == run_dirname(long)

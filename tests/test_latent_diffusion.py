@@ -7,7 +7,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from walt.modules.latent_diffusion import LatentDiffusionModule, build_from_config, lr_factor
+from walt.modules.latent_diffusion import LatentDiffusionModule, lr_factor
 
 MODEL = dict(in_channels=3, input_size=[5, 4, 4], st_window=[5, 2, 2], depth=4, hidden_size=64, num_heads=4)
 
@@ -59,9 +59,10 @@ class LossHistory(L.Callback):
         self.losses.append(float(outputs["loss"]))
 
 
-def make_module(**kwargs):
-    args = dict(model=MODEL, diffusion={"sampling_steps": 10}, optim={"lr": 2e-3, "warmup_steps": 10},
-                num_classes=4, ema_decay=0.99, first_stage=FakeFirstStage())
+def make_module(model=None, optim=None, **kwargs):
+    optim = {"lr": 2e-3, "warmup_steps": 10, "ema_decay": 0.99, **(optim or {})}
+    args = dict(model={**MODEL, "num_classes": 4, **(model or {})}, diffusion={"sampling_steps": 10}, optim=optim,
+                first_stage=FakeFirstStage())
     return LatentDiffusionModule(**{**args, **kwargs})
 
 
@@ -117,17 +118,18 @@ def test_checkpoint_loads_weights_only_with_ema(tmp_path):
     path = tmp_path / "last.ckpt"
     fit.save_checkpoint(path)
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    assert any(k.startswith("ema.") for k in ckpt["state_dict"]) and not any("first_stage" in k for k in ckpt["state_dict"])
+    assert any(k.startswith("ema.module.") for k in ckpt["state_dict"]) and not any("first_stage" in k for k in ckpt["state_dict"])
+    assert int(ckpt["state_dict"]["ema.n_averaged"]) == 3  # the EMA update of the last step is in the checkpoint
     assert ckpt["hyper_parameters"]["model"]["st_window"] == [5, 2, 2]
     restored = LatentDiffusionModule.load_from_checkpoint(path, first_stage=FakeFirstStage(), weights_only=True)
-    for a, b in zip(restored.ema.parameters(), module.ema.parameters()):
+    for a, b in zip(restored.ema.module.parameters(), module.ema.module.parameters()):
         torch.testing.assert_close(a, b)
-    assert not all(torch.equal(a, b) for a, b in zip(module.ema.parameters(), module.model.parameters()))
+    assert not all(torch.equal(a, b) for a, b in zip(module.ema.module.parameters(), module.model.parameters()))
 
 
 def test_samples_are_logged_to_tensorboard_as_videos(tmp_path):
     L.seed_everything(0)
-    module = make_module(sample_every_n_steps=2, num_log_samples=2, diffusion={"sampling_steps": 2})
+    module = make_module(optim={"sample_every_n_steps": 2, "num_log_samples": 2}, diffusion={"sampling_steps": 2})
     logger = TensorBoardLogger(tmp_path, name="tb")
     calls = []
     logger.experiment.add_video = lambda tag, video, global_step=None, fps=4: calls.append((tag, video, global_step))
@@ -145,15 +147,16 @@ def test_lr_schedule_warmup_then_cosine():
     assert lr_factor(100, 10, 100, min_ratio=0.1) == pytest.approx(0.1)
 
 
-def test_build_from_hydra_config_infers_latent_shape():
-    from walt.cli import compose_config
+def test_build_from_run_config_infers_latent_shape():
+    from walt.config import RunConfig
+    from walt.modules.build import build_module
 
-    cfg = compose_config(["stage=diffusion", "model=walt_tiny", "model.depth=2", "model.hidden_size=32",
+    run = RunConfig.load(["stage=diffusion", "model=walt_tiny", "model.depth=2", "model.hidden_size=32",
                           "model.num_heads=2", "autoencoder=tiny", "autoencoder.latent_channels=4",
-                          "data.synthetic.resolution=64", "optim.ema_decay=0.999"])
-    module = build_from_config(cfg)
+                          "data.synthetic.resolution=64", "optim.ema_decay=0.999", "first_stage_ckpt=null"])
+    module = build_module(run)
     # 17x64x64 clips through the tiny autoencoder (/4 time, /8 space) with c=4
     assert module.model_cfg.input_size == (5, 8, 8) and module.model_cfg.in_channels == 4
-    assert module.model_cfg.num_classes == 8 and module.hparams.ema_decay == 0.999
+    assert module.model_cfg.num_classes == 8 and module.ema.decay == 0.999
     with pytest.raises(ValueError, match="valid keys"):
-        LatentDiffusionModule(optim={"learning_rate": 1.0})
+        LatentDiffusionModule(MODEL, optim={"learning_rate": 1.0})

@@ -1,28 +1,29 @@
 """Stage 1 -> latent cache -> stage 2 through the training entry on the synthetic dataset."""
 import json
 
-from omegaconf import open_dict
+import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from walt import first_stage, runs
-from walt.cli import compose_config
-from walt.train import run
+from walt import runs
+from walt.config import RunConfig
+from walt.pipeline import first_stage
+from walt.pipeline.train import train
 
 
+@pytest.mark.slow
 def test_stage2_on_cached_synthetic_latents_lowers_the_loss(tmp_path, synthetic_root):
-    cfg = compose_config([
+    run = RunConfig.load([
         "experiment=demo", "data=ucf101", f"data.root={synthetic_root}", "data.num_classes=4", "data.resolution=32",
         "data.num_workers=0", "data.batch_size=4", "data.latent_cache=auto", "first_stage_steps=30", "trainer.max_steps=300",
         "trainer.val_check_interval=150", "trainer.log_every_n_steps=5", "eval.after_train=false",
         f"paths.output_dir={tmp_path}/out", f"paths.data_dir={tmp_path}/data", "~callbacks.rich_progress_bar",
         "trainer.enable_progress_bar=false", "callbacks.model_checkpoint.every_n_train_steps=150",
+        f"paths.run_dir={tmp_path / 'run'}",
     ])
-    with open_dict(cfg):
-        cfg.paths.run_dir = str(tmp_path / "run")
-    results = run(cfg)
+    results = train(run)
 
     # the first stage was trained once, found by its config hash, and its latents cached
-    ae_dir = first_stage.autoencoder_dir(cfg)
+    ae_dir = first_stage.autoencoder_dir(run)
     assert runs.is_complete(ae_dir) and results["global_step"] == 300
     stored = json.loads((tmp_path / "run" / runs.RESULTS).read_text())
     assert stored == results and stored["first_stage"]["ckpt"] == str(ae_dir / runs.LAST_CKPT)

@@ -5,11 +5,9 @@ import json
 import lightning as L
 import pytest
 import torch
-from omegaconf import open_dict
-
-import walt.train as train_mod
 from walt import runs
-from walt.cli import compose_config
+from walt.config import RunConfig
+from walt.pipeline.fit import train_stage
 
 
 class MeanRegressor(L.LightningModule):
@@ -36,33 +34,29 @@ class MeanRegressor(L.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.1)
 
 
-def make_cfg(tmp_path, synthetic_root, steps, **extra):
-    cfg = compose_config([
+def make_run(tmp_path, synthetic_root, steps, *extra):
+    return RunConfig.load([
         "data=ucf101", f"data.root={synthetic_root}", "data.num_classes=4", "data.resolution=16",
         "data.num_frames=5", "data.num_workers=0", "data.batch_size=4", f"trainer.max_steps={steps}",
         "trainer.val_check_interval=3", "trainer.limit_val_batches=1", "callbacks.model_checkpoint.every_n_train_steps=2",
-        "trainer.enable_progress_bar=false", "~callbacks.rich_progress_bar",
+        "trainer.enable_progress_bar=false", "~callbacks.rich_progress_bar", f"paths.run_dir={tmp_path / 'run'}", *extra,
     ])
-    with open_dict(cfg):
-        cfg.paths.run_dir = str(tmp_path / "run")
-        cfg.update(extra)
-    return cfg
 
 
-@pytest.fixture
-def stand_in(monkeypatch):
-    made = []
+class StandIn:
+    """A build function for train_stage that makes MeanRegressors and remembers them."""
 
-    def build(cfg):
-        made.append(MeanRegressor(cfg.data.num_classes, nan_after=cfg.get("nan_after")))
-        return made[-1]
+    def __init__(self, nan_after=None, module=MeanRegressor):
+        self.made, self.nan_after, self.module = [], nan_after, module
 
-    monkeypatch.setattr(train_mod, "build_module", build)
-    return made
+    def __call__(self, run):
+        self.made.append(self.module(run.data.num_classes, nan_after=self.nan_after))
+        return self.made[-1]
 
 
-def test_run_writes_results_marker_and_resumes(tmp_path, synthetic_root, stand_in):
-    results = train_mod.run(make_cfg(tmp_path, synthetic_root, steps=4))
+def test_run_writes_results_marker_and_resumes(tmp_path, synthetic_root):
+    stand_in = StandIn()
+    results = train_stage(make_run(tmp_path, synthetic_root, steps=4), build=stand_in)
     run_dir = tmp_path / "run"
     assert runs.is_complete(run_dir) and (run_dir / runs.LAST_CKPT).exists()
     on_disk = json.loads((run_dir / runs.RESULTS).read_text())
@@ -74,19 +68,19 @@ def test_run_writes_results_marker_and_resumes(tmp_path, synthetic_root, stand_i
     assert ckpt["global_step"] == 4
 
     # finished: a re-run is a skip that returns the stored results and builds nothing
-    assert train_mod.run(make_cfg(tmp_path, synthetic_root, steps=4)) == on_disk and len(stand_in) == 1
+    assert train_stage(make_run(tmp_path, synthetic_root, steps=4), build=stand_in) == on_disk
+    assert len(stand_in.made) == 1
 
     # an unfinished run (no marker) resumes from last.ckpt and the step count continues
     (run_dir / runs.COMPLETED).unlink()
-    resumed = train_mod.run(make_cfg(tmp_path, synthetic_root, steps=6))
+    resumed = train_stage(make_run(tmp_path, synthetic_root, steps=6), build=stand_in)
     assert resumed["global_step"] == 6 and runs.is_complete(run_dir)
     assert torch.load(run_dir / runs.LAST_CKPT, weights_only=True)["global_step"] == 6
 
 
-def test_nan_loss_stops_with_clear_error_and_keeps_checkpoints(tmp_path, synthetic_root, stand_in):
-    cfg = make_cfg(tmp_path, synthetic_root, steps=10, nan_after=3)
+def test_nan_loss_stops_with_clear_error_and_keeps_checkpoints(tmp_path, synthetic_root):
     with pytest.raises(FloatingPointError, match=r"non-finite train/loss=nan at step \d"):
-        train_mod.run(cfg)
+        train_stage(make_run(tmp_path, synthetic_root, steps=10), build=StandIn(nan_after=3))
     run_dir = tmp_path / "run"
     assert not runs.is_complete(run_dir)
     assert json.loads((run_dir / runs.FAILED).read_text())["error"].startswith("FloatingPointError")
@@ -95,7 +89,7 @@ def test_nan_loss_stops_with_clear_error_and_keeps_checkpoints(tmp_path, synthet
     assert all(torch.isfinite(v).all() for v in last["state_dict"].values())
 
 
-def test_preemption_signal_saves_last_checkpoint_then_calls_submitit_handler(tmp_path, synthetic_root, monkeypatch):
+def test_preemption_signal_saves_last_checkpoint_then_calls_submitit_handler(tmp_path, synthetic_root):
     """submitit's USR2 handler must run only after last.ckpt holds the current step."""
     import os
     import signal
@@ -112,11 +106,10 @@ def test_preemption_signal_saves_last_checkpoint_then_calls_submitit_handler(tmp
                 os.kill(os.getpid(), signal.SIGUSR2)
             return super().training_step(batch, batch_idx)
 
-    monkeypatch.setattr(train_mod, "build_module", lambda cfg: SignalAt(cfg.data.num_classes))
     previous = signal.signal(signal.SIGUSR2, submitit_handler)
     try:
         with pytest.raises(SystemExit):
-            train_mod.run(make_cfg(tmp_path, synthetic_root, steps=50))
+            train_stage(make_run(tmp_path, synthetic_root, steps=50), build=StandIn(module=SignalAt))
     finally:
         signal.signal(signal.SIGUSR2, previous)
     assert calls == [3]  # checkpoint every 2 steps would otherwise have left step 2

@@ -20,25 +20,18 @@ import sys
 import time
 from pathlib import Path
 
-from omegaconf import DictConfig
-
 from walt import runs
-from walt.cli import compose_config
+from walt.cli import compose_run, setup_logging
+from walt.config import RunConfig
 
 log = logging.getLogger("walt.demo")
 PRESET = ["experiment=demo"]
 MIN_IMPROVEMENT = 2.0
 
 
-def stage_data(cfg: DictConfig) -> dict:
+def stage_data(run: RunConfig) -> dict:
     """Generate the synthetic dataset and read one batch through the DataModule."""
-    from hydra.utils import instantiate
-    from omegaconf import open_dict
-
-    data = cfg.data.copy()
-    with open_dict(data):
-        data.latent_cache = None
-    dm = instantiate(data, _convert_="all")
+    dm = run.data.datamodule(latent_cache=None)
     dm.prepare_data()
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
@@ -47,47 +40,45 @@ def stage_data(cfg: DictConfig) -> dict:
             "example_caption": batch["caption"][0]}
 
 
-def stage_autoencoder(cfg: DictConfig) -> dict:
+def stage_autoencoder(run: RunConfig) -> dict:
     """Train the tiny autoencoder (once, found again by its config hash) and cache the latents."""
-    from walt import first_stage
+    from walt.pipeline import first_stage
 
-    ckpt = first_stage.resolve(cfg)
-    cache = first_stage.encode_latents(cfg, ckpt)
+    run = first_stage.prepare(run)
+    ckpt, cache = run.first_stage_ckpt, run.data.latent_cache
     metrics = runs.read_results(Path(ckpt).parents[1]).get("metrics", {})
     return {"checkpoint": ckpt, "latent_cache": str(cache),
             **{k: round(v, 4) for k, v in metrics.items() if k.startswith(("val/", "eval/"))}}
 
 
-def stage_sweep(cfg: DictConfig, overrides: list[str]) -> dict:
+def stage_sweep(run: RunConfig, overrides: list[str]) -> dict:
     """Train and evaluate the mini grid through Hydra's multirun (local launcher)."""
     code = "import sys; from walt.cli import train; sys.argv[0] = 'walt-train'; train()"
     cmd = [sys.executable, "-c", code, "-m", *PRESET, "+sweep=demo", *overrides]
     log.info("running %s", " ".join(["walt-train", *cmd[3:]]))
     subprocess.run(cmd, check=True)
-    sweep_dir = Path(cfg.paths.output_dir) / "multirun" / "demo"
+    sweep_dir = Path(run.paths.output_dir) / "multirun" / "demo"
     done = sorted(p.parent for p in sweep_dir.glob(f"*/{runs.COMPLETED}"))
     return {"sweep_dir": str(sweep_dir), "completed_runs": len(done)}
 
 
-def stage_baseline(cfg: DictConfig) -> dict:
+def stage_baseline(run: RunConfig) -> dict:
     """Evaluate an untrained model of the default size with the same protocol."""
-    from walt import first_stage
-    from walt.evaluate import evaluate_untrained
+    from walt.eval.evaluate import evaluate_untrained
+    from walt.pipeline import first_stage
 
-    out = Path(cfg.paths.output_dir) / "demo_baseline"
+    out = Path(run.paths.output_dir) / "demo_baseline"
     if "fvd_synth" not in runs.read_results(out).get("metrics", {}):
-        cfg.first_stage_ckpt = first_stage.resolve(cfg)
-        cfg.data.latent_cache = first_stage.resolve_latent_cache(cfg, cfg.first_stage_ckpt)
-        evaluate_untrained(cfg, out)
+        evaluate_untrained(first_stage.prepare(run), out)
     return {"dir": str(out), "fvd_synth": runs.read_results(out)["metrics"]["fvd_synth"]}
 
 
-def stage_tables(cfg: DictConfig) -> dict:
+def stage_tables(run: RunConfig) -> dict:
     """Collect the sweep into the paper-layout tables and plots."""
     from analysis.cli import main as tables_main
 
-    sweep_dir = Path(cfg.paths.output_dir) / "multirun" / "demo"
-    out = Path(cfg.paths.output_dir) / "tables"
+    sweep_dir = Path(run.paths.output_dir) / "multirun" / "demo"
+    out = Path(run.paths.output_dir) / "tables"
     # each table holds the other axis at the paper default (the tiny model's windows differ from the
     # paper's, so the paper-default control filter would drop every run)
     tables_main([str(sweep_dir), "--out", str(out), "--tables", "3a", "--no-control", "--where", "model.self_cond_prob=0.9"])
@@ -95,10 +86,10 @@ def stage_tables(cfg: DictConfig) -> dict:
     return {"dir": str(out)}
 
 
-def check(cfg: DictConfig) -> dict:
+def check(run: RunConfig) -> dict:
     """Every trained run's fvd_synth must beat the untrained baseline by MIN_IMPROVEMENT x."""
-    baseline = runs.read_results(Path(cfg.paths.output_dir) / "demo_baseline")["metrics"]["fvd_synth"]
-    sweep_dir = Path(cfg.paths.output_dir) / "multirun" / "demo"
+    baseline = runs.read_results(Path(run.paths.output_dir) / "demo_baseline")["metrics"]["fvd_synth"]
+    sweep_dir = Path(run.paths.output_dir) / "multirun" / "demo"
     trained = {p.parent.name: runs.read_results(p.parent)["metrics"].get("fvd_synth")
                for p in sorted(sweep_dir.glob(f"*/{runs.COMPLETED}"))}
     ratios = {name: baseline / fvd for name, fvd in trained.items() if fvd}
@@ -113,20 +104,24 @@ def check(cfg: DictConfig) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s")
+    """walt-demo [overrides]: the embedded default end to end (see the module docstring)."""
     overrides = sys.argv[1:] if argv is None else argv
-    cfg = compose_config([*PRESET, *overrides])
+    if overrides and overrides[0] in ("-h", "--help"):
+        print(__doc__)
+        return
+    setup_logging()
+    run = compose_run([*PRESET, *overrides])
     start = time.perf_counter()
-    steps = [("data", lambda: stage_data(cfg)), ("autoencoder", lambda: stage_autoencoder(cfg)),
-             ("sweep", lambda: stage_sweep(cfg, overrides)), ("baseline", lambda: stage_baseline(cfg)),
-             ("tables", lambda: stage_tables(cfg)), ("check", lambda: check(cfg))]
+    steps = [("data", lambda: stage_data(run)), ("autoencoder", lambda: stage_autoencoder(run)),
+             ("sweep", lambda: stage_sweep(run, overrides)), ("baseline", lambda: stage_baseline(run)),
+             ("tables", lambda: stage_tables(run)), ("check", lambda: check(run))]
     for name, stage in steps:
         t = time.perf_counter()
         summary = stage()
         print(f"== {name} ({time.perf_counter() - t:.0f} s)")
         for key, value in summary.items():
             print(f"  {key}: {value}")
-    out = Path(cfg.paths.output_dir)
+    out = Path(run.paths.output_dir)
     print(f"\nwalt-demo finished in {(time.perf_counter() - start) / 60:.1f} min")
     print(f"  tables (Markdown, LaTeX): {out / 'tables'}")
     print(f"  plots (PNG):              {out / 'tables'}/*.png")

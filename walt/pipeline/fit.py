@@ -19,7 +19,6 @@ from lightning.pytorch.plugins.environments import SLURMEnvironment
 
 from walt import runs
 from walt.config.run import RunConfig
-from walt.eval.evaluate import evaluate_after_train, hp_metric_tags
 from walt.modules.build import build_module
 
 log = logging.getLogger(__name__)
@@ -44,7 +43,10 @@ def train_stage(run: RunConfig, build: Callable[[RunConfig], L.LightningModule] 
                         overrides=list(run.overrides), **results)
     if extra_results:
         runs.update_results(run_dir, **extra_results)  # dict sections (metrics) merge
-    evaluate_after_train(run, module, trainer)  # before the marker: a killed evaluation resumes on re-run
+    if run.eval.after_train:  # before the marker: a killed evaluation resumes on re-run
+        from walt.eval.evaluate import evaluate_after_train
+
+        evaluate_after_train(run, module, trainer)
     runs.mark_complete(run_dir)
     log.info("finished %s: %s", run_dir, results["metrics"])
     return runs.read_results(run_dir)
@@ -62,7 +64,7 @@ def fit(run: RunConfig, module: L.LightningModule, datamodule: L.LightningDataMo
                                      default_root_dir=str(run_dir))
     if logger:
         # hp metrics are declared up front so the HPARAMS tab lines runs up by the same columns
-        hp_metrics = (*getattr(module, "hp_metrics", ()), *hp_metric_tags(run))
+        hp_metrics = (*getattr(module, "hp_metrics", ()), *(f"eval/{m}" for m in run.eval.stage_metrics(run.stage)))
         logger.log_hyperparams({**run.hparams(), "tags": ",".join(run.tags)}, metrics={m: math.nan for m in hp_metrics})
 
     last = run_dir / runs.LAST_CKPT
