@@ -60,11 +60,8 @@ def one_line_errors(prog: str) -> Callable:
 
 
 def setup_logging() -> None:
-    """One handler on the root logger, one line per message (Lightning's own handler would print it twice)."""
+    """One handler on the root logger (walt.pipeline.fit keeps Lightning's messages to that one handler)."""
     logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s", force=True)
-    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
-        logging.getLogger(name).handlers.clear()
-        logging.getLogger(name).propagate = True
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")

@@ -24,6 +24,24 @@ from walt.modules.build import build_module
 log = logging.getLogger(__name__)
 
 
+def _no_advertising(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith("\N{ELECTRIC LIGHT BULB} Tip:")
+
+
+def tidy_lightning_logging() -> None:
+    """One line per message: once the root logger has a handler (Hydra's, or the CLI's), Lightning's own
+    stream handler (added when it was imported before logging was set up) would print everything twice.
+    Also drops Lightning's advertising tips."""
+    if logging.getLogger().handlers:
+        for name in ("lightning.pytorch", "lightning.fabric"):
+            logging.getLogger(name).handlers.clear()
+            logging.getLogger(name).propagate = True
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logger = logging.getLogger(name)
+        if _no_advertising not in logger.filters:
+            logger.addFilter(_no_advertising)
+
+
 def train_stage(run: RunConfig, build: Callable[[RunConfig], L.LightningModule] = build_module,
                 extra_results: Optional[dict] = None) -> dict:
     """Train `run` (built by `build`) unless its directory is complete; returns its results.json.
@@ -56,6 +74,7 @@ def fit(run: RunConfig, module: L.LightningModule, datamodule: L.LightningDataMo
     """(trainer, results) of training `module` with run.trainer / logger / callbacks in run.run_dir,
     resuming from checkpoints/last.ckpt when it exists. failure.json records an error before it propagates."""
     run_dir = run.run_dir
+    tidy_lightning_logging()
     logger = instantiate(run.logger) if run.logger else False
     callbacks = [instantiate(c) for c in run.callbacks.values()]
     # Under Slurm, submitit owns requeueing (hydra/launcher=slurm); Lightning's own SIGUSR1 requeue must stay off.
