@@ -3,6 +3,8 @@ captures the array job), and interrupted local sweeps that resume."""
 import os
 import stat
 import subprocess
+
+import pytest
 import sys
 import textwrap
 
@@ -39,6 +41,7 @@ def test_slurm_launcher_submits_one_array_job_per_sweep(tmp_path):
     assert str(tmp_path / "out" / "multirun" / "table3a") in script
 
 
+@pytest.mark.slow
 def test_interrupted_sweep_resumes_skips_finished_and_fills_the_table(tmp_path):
     """Kill a local multirun during its second job, run the same command again: the finished job
     is skipped, the killed one resumes from its last.ckpt, and Table 3a gets both rows."""

@@ -1,4 +1,5 @@
-"""Lightning callbacks every stage uses: data-health counters and a non-finite-loss guard."""
+"""Lightning callbacks every stage uses: data-health counters, a non-finite-loss guard, preemption saves and
+a step-counted progress bar."""
 from __future__ import annotations
 
 import math
@@ -7,6 +8,7 @@ import signal
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import RichProgressBar
 
 from walt.runs import LAST_CKPT
 
@@ -98,3 +100,39 @@ class PreemptionCheckpoint(L.Callback):
         if self._previous is not None:
             signal.signal(self._signum, self._previous)
             self._previous = None
+
+
+class StepProgressBar(RichProgressBar):
+    """Rich progress bar counted in optimizer steps out of trainer.max_steps.
+
+    Runs here are budgeted in steps (max_epochs is -1), where Lightning's bar would show "Epoch 57/-2" and
+    restart every epoch; this one shows one bar over the whole run (epochs only in the description).
+    Without max_steps it is Lightning's bar.
+    """
+
+    def _by_steps(self, trainer) -> bool:
+        return trainer.max_steps is not None and trainer.max_steps > 0
+
+    def _train_bar(self, trainer):
+        if self.train_progress_bar_id is None and self.progress is not None:
+            self.train_progress_bar_id = self._add_task(trainer.max_steps, f"train steps (epoch {trainer.current_epoch})")
+        return self.train_progress_bar_id
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        if not self._by_steps(trainer):
+            return super().on_train_epoch_start(trainer, pl_module)
+        if self.is_disabled:
+            return
+        bar = self._train_bar(trainer)
+        if bar is not None:
+            self.progress.update(bar, description=f"train steps (epoch {trainer.current_epoch})")
+        self.refresh()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if not self._by_steps(trainer):
+            return super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        if self.is_disabled:
+            return
+        self._update(self._train_bar(trainer), trainer.global_step)
+        self._update_metrics(trainer, pl_module)
+        self.refresh()

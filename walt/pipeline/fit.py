@@ -33,7 +33,7 @@ def tidy_lightning_logging() -> None:
     stream handler (added when it was imported before logging was set up) would print everything twice.
     Also drops Lightning's advertising tips."""
     if logging.getLogger().handlers:
-        for name in ("lightning.pytorch", "lightning.fabric"):
+        for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
             logging.getLogger(name).handlers.clear()
             logging.getLogger(name).propagate = True
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
