@@ -56,7 +56,8 @@ def reference_attention(attn: WindowAttention, x: torch.Tensor, window) -> torch
     rel = coords[:, None] - coords[None] + (win - 1)  # offsets inside a window, shifted to >= 0
     sizes = 2 * win - 1
     index = (rel[..., 0] * sizes[1] + rel[..., 1]) * sizes[2] + rel[..., 2]
-    bias = attn.rel_bias[index.clamp(0, attn.rel_bias.shape[0] - 1)].permute(2, 0, 1)  # (heads, N, N)
+    table = attn.groups[0].rel_bias
+    bias = table[index.clamp(0, table.shape[0] - 1)].permute(2, 0, 1)  # (heads, N, N)
     qkv = attn.qkv(x.view(B, -1, d)).view(B, -1, 3, heads, d // heads).permute(2, 0, 3, 1, 4)
     q, k, v = attn.q_norm(qkv[0]), attn.k_norm(qkv[1]), qkv[2]
     logits = q @ k.transpose(-1, -2) / math.sqrt(d // heads) + bias
@@ -128,6 +129,31 @@ def test_non_tiling_window_names_valid_sizes():
         preset_config("walt_l", layout=["S", "X"])
 
 
+@pytest.mark.parametrize("p, st, s", [(1, (5, 8, 8), (1, 16, 16)), (2, (5, 4, 4), (1, 8, 8)), (4, (5, 2, 2), (1, 4, 4))])
+def test_windows_are_latent_units_divided_by_the_patch_size(p, st, s):
+    """Table 3a: W.A.L.T-L at latent 5x16x16 keeps the paper's latent windows, so only p changes."""
+    cfg = preset_config("walt_l", patch_size=p)
+    assert cfg.window("ST") == st and cfg.window("S") == s and cfg.window("T") == (5, 1, 1)
+    assert preset_config("walt_l", patch_size=p, st_window=[5, 16, 16]).window("ST") == (5, 16 // p, 16 // p)
+
+
+def test_token_windows_are_explicit_and_exclusive():
+    cfg = preset_config("walt_l", patch_size=2, st_window=None, st_window_tokens=[5, 8, 8])
+    assert cfg.window("ST") == (5, 8, 8)
+    assert preset_config("walt_l", patch_size=2, s_window=None, s_window_tokens=[4, 4]).window("S") == (1, 4, 4)
+    with pytest.raises(ValueError, match="mutually exclusive"):
+        preset_config("walt_l", st_window_tokens=[5, 4, 4])
+    with pytest.raises(ValueError, match="mutually exclusive"):
+        preset_config("walt_l", s_window=None)
+    with pytest.raises(ValueError, match=r"valid h sizes: \[1, 2, 4, 8\]"):
+        preset_config("walt_l", patch_size=2, st_window=None, st_window_tokens=[5, 3, 4])
+    # latent windows must be whole tokens: at p = 4 an h of 2 latent pixels is half a token
+    with pytest.raises(ValueError, match=r"valid h sizes: \[4, 8, 16\]"):
+        preset_config("walt_l", patch_size=4, st_window=[5, 2, 2])
+    # larger than the grid covers the axis
+    assert preset_config("walt_l", st_window=[8, 32, 32]).window("ST") == (5, 16, 16)
+
+
 def test_window_config_values():
     cfg = preset_config("walt_l", patch_size=2, st_window="full")
     assert cfg.grid == (5, 8, 8)
@@ -190,7 +216,7 @@ def test_label_dropout_uses_the_null_class():
     assert model.drop_labels(torch.tensor([0, 1, 2])).tolist() == [0, 1, 2]
 
 
-@pytest.mark.parametrize("overrides", [dict(patch_size=2, st_window=(5, 1, 1)), dict(layout="s_t"), dict(layout=["full"]),
+@pytest.mark.parametrize("overrides", [dict(patch_size=2, st_window=(5, 2, 2)), dict(layout="s_t"), dict(layout=["full"]),
                                         dict(qk_norm=False, rel_pos_bias=False, adaln_lora_rank=0)])
 def test_layouts_and_variants_run(overrides):
     model = WALT(tiny(**overrides))
@@ -237,7 +263,7 @@ def test_sdpa_reference_helper_is_consistent():
     """Guard the reference: with a window covering everything and no bias it is plain attention."""
     torch.manual_seed(0)
     attn = WindowAttention(8, 2, (2, 2, 2), qk_norm=False, rel_pos_bias=True)
-    torch.nn.init.zeros_(attn.rel_bias)
+    torch.nn.init.zeros_(attn.groups[0].rel_bias)
     x = torch.randn(1, 2, 2, 2, 8)
     q, k, v = attn.qkv(x.view(1, 8, 8)).view(1, 8, 3, 2, 4).permute(2, 0, 3, 1, 4)
     plain = attn.proj(F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(1, 8, 8)).view(x.shape)

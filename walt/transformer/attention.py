@@ -1,12 +1,13 @@
-"""Window self-attention (S, ST, T, full share one code path) and text cross-attention.
+"""Window self-attention (S, ST, T, full and split heads share one code path) and text cross-attention.
 
-Non-overlapping windows are gathered into the batch dimension with one einops reshape, so a
-block is a single scaled_dot_product_attention call whatever the window: no loops over windows,
-no data-dependent Python control flow (torch.compile traces it without graph breaks).
+Non-overlapping windows are gathered into the batch dimension with one einops reshape, so each
+head group is a single scaled_dot_product_attention call whatever the window: no loops over
+windows or frames, no data-dependent Python control flow (torch.compile traces it without graph
+breaks).
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -27,93 +28,186 @@ def relative_position_index(window: tuple[int, int, int]) -> torch.Tensor:
     return (rel_t * (2 * h - 1) + rel_h) * (2 * w - 1) + rel_w
 
 
-def same_frame_mask(window: tuple[int, int, int], mode: str = "frame") -> torch.Tensor:
-    """(N, N) bool: which keys an *image* token may see inside a window.
-
-    "frame": keys of the same frame (a packed image never mixes with its neighbours);
-    "identity": only itself (the ST block passes image tokens through unmixed).
-    """
+def same_frame_mask(window: tuple[int, int, int]) -> torch.Tensor:
+    """(N, N) bool: keys of the same frame as the query inside a window (the "frame" image mask)."""
     t, h, w = window
-    if mode == "identity":
-        return torch.eye(t * h * w, dtype=torch.bool)
     frame = torch.arange(t).repeat_interleave(h * w)
     return frame[:, None] == frame[None, :]
 
 
-class WindowAttention(nn.Module):
-    """Multi-head self-attention inside non-overlapping (t, h, w) windows of a (T, H, W) token grid.
+class RotaryFrames(nn.Module):
+    """Rotary position embedding (Su et al.) of the frame index on per-head queries / keys.
 
-    window: the configured window; for 1-frame inputs (images) its t shrinks to 1, so an image
-        batch through an ST block attends within each frame's spatial window.
-    is_image (forward): (B,) bool marking samples whose frames are independent images; their
-        tokens see only their own frame (or only themselves, `image_mask="identity"`) so they are
-        unaffected by other frames and by other samples.
+    q_t . k_s then depends on t - s only, so attention is invariant to a shift of all frame
+    indices (LaVie's temporal attention, Latte's RoPE ablation). Rotates the whole head width,
+    channel pairs (i, i + e/2), frequencies theta^(-2i/e).
+    """
+
+    def __init__(self, head_dim: int, theta: float = 10000.0):
+        super().__init__()
+        self.register_buffer("inv_freq", theta ** (-torch.arange(0, head_dim, 2).float() / head_dim), persistent=False)
+
+    def forward(self, x: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
+        """x: (B, T, H, W, heads, e) rotated by the angle of each token's frame index, frames: (B or 1, T)."""
+        angles = frames.float()[..., None] * self.inv_freq  # (B, T, e/2)
+        angles = torch.cat([angles, angles], dim=-1)[:, :, None, None, None]  # (B, T, 1, 1, 1, e)
+        x1, x2 = x.float().chunk(2, dim=-1)
+        rotated = torch.cat([-x2, x1], dim=-1)
+        return (x.float() * angles.cos() + rotated * angles.sin()).to(x.dtype)
+
+
+class WindowGroup(nn.Module):
+    """One head group's attention inside non-overlapping (t, h, w) windows of the token grid.
+
+    window: the token window; for 1-frame inputs (images) its t shrinks to 1.
+    temporal: the kind spans frames (ST, T, full): images pass it by `image_mask` ("identity":
+        each image token attends only to itself, i.e. its output is its value; "frame": within its
+        own frame inside the window). Applied per sample, so an image gives the same output alone
+        and inside any mixed image / video batch.
+    """
+
+    def __init__(self, heads: int, window: tuple[int, int, int], temporal: bool, rel_pos_bias: bool, image_mask: str):
+        super().__init__()
+        self.heads, self.window, self.temporal, self.image_mask = heads, tuple(window), temporal, image_mask
+        t, h, w = self.window
+        if rel_pos_bias:
+            self.rel_bias = nn.Parameter(torch.zeros((2 * t - 1) * (2 * h - 1) * (2 * w - 1), heads))
+            nn.init.trunc_normal_(self.rel_bias, std=0.02)
+            self.register_buffer("rel_index", relative_position_index(self.window), persistent=False)
+        else:
+            self.rel_bias = None
+        if temporal and image_mask == "frame":
+            self.register_buffer("image_allowed", same_frame_mask(self.window), persistent=False)
+
+    def extra_repr(self) -> str:
+        return f"heads={self.heads}, window={self.window}, temporal={self.temporal}"
+
+    def forward(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        is_image: Optional[torch.Tensor] = None,
+        extra_kv: Optional[tuple[torch.Tensor, torch.Tensor]] = None,
+    ) -> torch.Tensor:
+        """q, k, v: (B, T, H, W, heads, e); extra_kv: keys / values (B, heads, L, e) every window also reads.
+
+        Returns (B, T, H, W, heads, e).
+        """
+        B, T, H, W = q.shape[:4]
+        identity = self.temporal and self.image_mask == "identity"
+        if identity and T == 1:  # an image batch: every token attends only to itself
+            return v
+        wt, wh, ww = self.window
+        wt = 1 if T == 1 else wt
+        if T % wt or H % wh or W % ww:
+            raise ValueError(f"window {(wt, wh, ww)} does not tile the token grid {(T, H, W)}")
+        n = wt * wh * ww
+        # (B, T, H, W, heads, e) -> (B * windows, heads, n, e)
+        part = "b (nt wt) (nh wh) (nw ww) g e -> (b nt nh nw) g (wt wh ww) e"
+        qw, kw, vw = (rearrange(z, part, wt=wt, wh=wh, ww=ww) for z in (q, k, v))
+        nwin = qw.shape[0] // B
+
+        mask = None
+        if self.rel_bias is not None:
+            bias = self.rel_bias[self.rel_index[:n, :n]]  # relative offsets of the window's first n tokens
+            mask = rearrange(bias, "i j g -> 1 g i j").to(q.dtype)
+        if is_image is not None and self.temporal and self.image_mask == "frame" and wt > 1:
+            # image samples may not look across frames: (B, n, n) -> (B * windows, 1, n, n)
+            allowed = self.image_allowed[:n, :n] | ~is_image.view(B, 1, 1)
+            allowed = repeat(allowed, "b i j -> (b nwin) 1 i j", nwin=nwin)
+            mask = allowed if mask is None else mask.masked_fill(~allowed, float("-inf"))
+        if extra_kv is not None:  # condition tokens: appended to every window's keys / values
+            ek, ev = (repeat(z.to(v.dtype), "b g l e -> (b nwin) g l e", nwin=nwin) for z in extra_kv)
+            kw, vw = torch.cat([kw, ek], dim=2), torch.cat([vw, ev], dim=2)
+            if mask is not None:  # extra keys: no bias, always allowed
+                mask = F.pad(mask, (0, ek.shape[2]), value=True if mask.dtype == torch.bool else 0.0)
+        out = F.scaled_dot_product_attention(qw, kw, vw, attn_mask=mask)
+        out = rearrange(
+            out, "(b nt nh nw) g (wt wh ww) e -> b (nt wt) (nh wh) (nw ww) g e",
+            b=B, nt=T // wt, nh=H // wh, nw=W // ww, wt=wt, wh=wh, ww=ww,
+        )
+        if identity and is_image is not None:
+            out = torch.where(is_image.view(B, 1, 1, 1, 1, 1), v, out)
+        return out
+
+
+class WindowAttention(nn.Module):
+    """Multi-head self-attention inside non-overlapping windows of a (T, H, W) token grid.
+
+    windows: one (t, h, w) window per head group, the heads split evenly between them (one group
+        for S / ST / T / full, two for Latte's split-heads kind: spatial and temporal heads fused
+        by the output projection). temporal: per group, whether the kind spans frames.
+    rope: rotary frame embedding on q, k of the head groups that span frames (images use frame 0;
+        condition tokens are not rotated, so with conditioning="tokens" their logits depend on the
+        absolute frame).
+    is_image (forward): (B,) bool marking samples whose frames are independent images.
+    cond (forward): (B, L, d) condition tokens whose keys / values every window also reads.
     """
 
     def __init__(
         self,
         dim: int,
         num_heads: int,
-        window: tuple[int, int, int],
+        windows: Sequence[tuple[int, int, int]],
+        temporal: Sequence[bool] = (True,),
         qk_norm: bool = True,
         rel_pos_bias: bool = True,
-        image_mask: str = "frame",
+        image_mask: str = "identity",
+        rope: bool = False,
     ):
         super().__init__()
-        self.num_heads, self.window = num_heads, tuple(window)
-        head_dim = dim // num_heads
+        windows = [tuple(windows)] if isinstance(windows[0], int) else [tuple(w) for w in windows]
+        if num_heads % len(windows):
+            raise ValueError(f"{num_heads} heads cannot be split evenly between {len(windows)} windows")
+        self.num_heads, self.window = num_heads, windows[0] if len(windows) == 1 else tuple(windows)
+        head_dim, group_heads = dim // num_heads, num_heads // len(windows)
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
         self.q_norm = nn.LayerNorm(head_dim, eps=1e-6) if qk_norm else nn.Identity()
         self.k_norm = nn.LayerNorm(head_dim, eps=1e-6) if qk_norm else nn.Identity()
-        t, h, w = self.window
-        if rel_pos_bias:
-            self.rel_bias = nn.Parameter(torch.zeros((2 * t - 1) * (2 * h - 1) * (2 * w - 1), num_heads))
-            nn.init.trunc_normal_(self.rel_bias, std=0.02)
-            self.register_buffer("rel_index", relative_position_index(self.window), persistent=False)
-        else:
-            self.rel_bias = None
-        self.register_buffer("image_allowed", same_frame_mask(self.window, image_mask), persistent=False)
+        self.rope = RotaryFrames(head_dim) if rope else None
+        self.groups = nn.ModuleList(
+            WindowGroup(group_heads, w, tm, rel_pos_bias, image_mask) for w, tm in zip(windows, temporal)
+        )
 
     def extra_repr(self) -> str:
         return f"heads={self.num_heads}, window={self.window}"
 
-    def _attn_bias(self, n: int, dtype: torch.dtype) -> Optional[torch.Tensor]:
-        """(1, heads, n, n) relative position bias of the first n tokens of a window."""
-        if self.rel_bias is None:
-            return None
-        bias = self.rel_bias[self.rel_index[:n, :n]]  # (n, n, heads)
-        return rearrange(bias, "i j h -> 1 h i j").to(dtype)
+    def _qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(..., d) -> normalised q, k and v, each (..., heads, e)."""
+        q, k, v = rearrange(self.qkv(x), "... (three g e) -> three ... g e", three=3, g=self.num_heads)
+        return self.q_norm(q).to(v.dtype), self.k_norm(k).to(v.dtype), v
 
-    def forward(self, x: torch.Tensor, is_image: Optional[torch.Tensor] = None) -> torch.Tensor:
-        B, T, H, W, _ = x.shape
-        wt, wh, ww = self.window
-        wt = 1 if T == 1 else wt
-        if T % wt or H % wh or W % ww:
-            raise ValueError(f"window {(wt, wh, ww)} does not tile the token grid {(T, H, W)}")
-        n = wt * wh * ww
-        # (B, T, H, W, d) -> (B * windows, n, d)
-        x = rearrange(x, "b (nt wt) (nh wh) (nw ww) d -> (b nt nh nw) (wt wh ww) d", wt=wt, wh=wh, ww=ww)
-        q, k, v = rearrange(self.qkv(x), "n l (three h e) -> three n h l e", three=3, h=self.num_heads)
-        q, k = self.q_norm(q).to(v.dtype), self.k_norm(k).to(v.dtype)
-
-        mask = self._attn_bias(n, q.dtype)
-        if is_image is not None and wt > 1:
-            # image samples may not look across frames: (B, n, n) -> (B * windows, 1, n, n)
-            allowed = self.image_allowed[:n, :n] | ~is_image.view(B, 1, 1)
-            allowed = repeat(allowed, "b i j -> (b nwin) 1 i j", nwin=x.shape[0] // B)
-            if mask is None:
-                mask = allowed
-            else:
-                mask = mask.masked_fill(~allowed, float("-inf"))
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-        out = rearrange(out, "n h l e -> n l (h e)")
-        out = self.proj(out)
-        # (B * windows, n, d) -> (B, T, H, W, d)
-        return rearrange(
-            out, "(b nt nh nw) (wt wh ww) d -> b (nt wt) (nh wh) (nw ww) d",
-            b=B, nt=T // wt, nh=H // wh, nw=W // ww, wt=wt, wh=wh, ww=ww,
-        )
+    def forward(
+        self,
+        x: torch.Tensor,
+        is_image: Optional[torch.Tensor] = None,
+        cond: Optional[torch.Tensor] = None,
+        frame_offset: int = 0,
+    ) -> torch.Tensor:
+        """x: (B, T, H, W, d) -> (B, T, H, W, d); frame_offset shifts the RoPE frame indices."""
+        B, T = x.shape[:2]
+        q, k, v = self._qkv(x)  # (B, T, H, W, heads, e)
+        frames = None
+        if self.rope is not None:  # (B or 1, T) frame indices; images sit at frame 0 like their position embedding
+            frames = torch.arange(T, device=x.device)[None] + frame_offset
+            if is_image is not None:
+                frames = torch.where(is_image[:, None], torch.full_like(frames, frame_offset), frames)
+        extra = None
+        if cond is not None:
+            _, ck, cv = self._qkv(cond)  # (B, L, heads, e)
+            extra = rearrange(ck, "b l g e -> b g l e"), rearrange(cv, "b l g e -> b g l e")
+        step = self.num_heads // len(self.groups)
+        outs = []
+        for i, group in enumerate(self.groups):  # one or two head groups, never a loop over windows
+            heads = slice(i * step, (i + 1) * step)
+            qg, kg = q[..., heads, :], k[..., heads, :]
+            if frames is not None and group.temporal:
+                qg, kg = self.rope(qg, frames), self.rope(kg, frames)
+            outs.append(group(qg, kg, v[..., heads, :], is_image, None if extra is None else tuple(z[:, heads] for z in extra)))
+        out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=-2)
+        return self.proj(rearrange(out, "b t h w g e -> b t h w (g e)"))
 
 
 class CrossAttention(nn.Module):

@@ -1,4 +1,4 @@
-"""The W.A.L.T denoiser: conditioning concats -> per-frame patches -> layout of window blocks -> latents."""
+"""The W.A.L.T denoiser: conditioning concats -> patches -> layout of window blocks -> latents."""
 from __future__ import annotations
 
 from typing import Optional
@@ -9,8 +9,8 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from walt.transformer.blocks import Block, FinalLayer
-from walt.transformer.conditioning import SharedAdaLN
-from walt.transformer.config import ModelConfig
+from walt.transformer.conditioning import SharedAdaLN, modulation_count
+from walt.transformer.config import ATTENTIONS, ModelConfig
 from walt.transformer.embeddings import LabelEmbed, PatchEmbed, SpaceTimePosEmbed, TimestepEmbed, unpatchify
 
 
@@ -18,7 +18,8 @@ class WALT(nn.Module):
     """Window attention latent transformer predicting the diffusion target (v, eps or x0).
 
     forward(x, t, y, ...) takes noisy latents x (B, c, T, H, W) with T = cfg.input_size[0] (a video)
-    or T = 1 (an image batch) and returns a tensor of the same shape. Optional conditions:
+    or T = 1 (an image batch) and returns a tensor of the same shape (2c channels with learn_sigma:
+    the prediction, then the variance interpolation values). Optional conditions:
       y          (B,) int labels; index cfg.num_classes is the null class (unconditional).
       self_cond  (B, c, T, H, W) stop-grad x0 estimate (self-conditioning; zeros when omitted).
       context, context_mask  clean latents (B, c, T, H, W) and (B, T) per-frame mask for frame
@@ -31,19 +32,31 @@ class WALT(nn.Module):
         super().__init__()
         self.cfg = cfg
         d = cfg.hidden_size
-        self.patch_embed = PatchEmbed(cfg.model_in_channels, d, cfg.patch_size)
-        self.pos_embed = SpaceTimePosEmbed(cfg.grid, d)
+        self.patch_embed = PatchEmbed(cfg.model_in_channels, d, cfg.patch_size, cfg.temporal_patch_size)
+        self.pos_embed = SpaceTimePosEmbed(cfg.grid, d, cfg.pos_embed, temporal=cfg.temporal_pos == "absolute")
         self.t_embed = TimestepEmbed(d, cfg.frequency_embedding_size)
         self.y_embed = LabelEmbed(cfg.num_classes, d, cfg.class_dropout_prob) if cfg.num_classes > 0 else None
-        self.shared_adaln = SharedAdaLN(d) if cfg.adaln_lora_rank > 0 else None
+        adaln = cfg.conditioning == "adaln"
+        count = max(modulation_count(len(ATTENTIONS[kind])) for kind in cfg.blocks)
+        self.shared_adaln = SharedAdaLN(d, count) if adaln and cfg.adaln_lora_rank > 0 else None
+        if not adaln:  # "tokens": which condition a token carries (timestep, class)
+            self.token_type = nn.Parameter(torch.zeros(1, 1 + (self.y_embed is not None), d))
+            nn.init.trunc_normal_(self.token_type, std=0.02)
         self.blocks = nn.ModuleList([Block(kind, cfg) for kind in cfg.blocks])
-        self.final = FinalLayer(d, cfg.patch_size, cfg.in_channels)
+        s, p, _ = cfg.patch
+        self.final = FinalLayer(d, s * p * p * cfg.out_channels, adaln=adaln)
         self._init_weights()
 
     def _init_weights(self):
         # Xavier for the transformer's linear layers; zero-init modulations / outputs are set by their modules.
         for block in self.blocks:
-            for module in (block.attn.qkv, block.attn.proj, block.mlp.fc1, block.mlp.fc2):
+            for parts, attn in zip(ATTENTIONS[block.kind], block.attentions):
+                for module in (attn.qkv, attn.proj):
+                    nn.init.xavier_uniform_(module.weight)
+                    nn.init.zeros_(module.bias)
+                if self.cfg.zero_init_temporal and parts == ("T",):  # LaVie: temporal layers start as identity
+                    nn.init.zeros_(attn.proj.weight)
+            for module in (block.mlp.fc1, block.mlp.fc2):
                 nn.init.xavier_uniform_(module.weight)
                 nn.init.zeros_(module.bias)
         nn.init.xavier_uniform_(self.patch_embed.proj.weight)
@@ -67,6 +80,15 @@ class WALT(nn.Module):
                 y = torch.full((t.shape[0],), self.null_class, dtype=torch.long, device=t.device)
             c = c + self.y_embed(y)
         return F.silu(c)
+
+    def condition_tokens(self, t: torch.Tensor, y: Optional[torch.Tensor]) -> torch.Tensor:
+        """(B, 1 or 2, d): timestep [and class] embeddings as tokens (conditioning="tokens")."""
+        parts = [self.t_embed(t)]
+        if self.y_embed is not None:
+            if y is None:
+                y = torch.full((t.shape[0],), self.null_class, dtype=torch.long, device=t.device)
+            parts.append(self.y_embed(y))
+        return torch.stack(parts, dim=1) + self.token_type
 
     def assemble_input(self, x, self_cond=None, context=None, context_mask=None) -> torch.Tensor:
         """Channel concat of x_t [, x0 estimate] [, mask * context, mask] -> (B, model_in_channels, T, H, W)."""
@@ -102,18 +124,24 @@ class WALT(nn.Module):
                 f"input {tuple(x.shape)} does not match the model's latents (B, {self.cfg.in_channels}, "
                 f"{gT} or 1, {gH}, {gW})"
             )
+        if T % self.cfg.temporal_patch_size:
+            raise ValueError(f"{T}-frame input: images need temporal_patch_size 1 (got {self.cfg.temporal_patch_size})")
         x = x.to(self.patch_embed.proj.weight.dtype)  # bf16-true weights; a no-op under autocast
-        cond = self.condition(t, y)
-        shared = self.shared_adaln(cond) if self.shared_adaln is not None else None
-        h = self.patch_embed(self.assemble_input(x, self_cond, context, context_mask))  # (B, T, H/p, W/p, d)
+        cond = shared = tokens = None
+        if self.cfg.conditioning == "adaln":
+            cond = self.condition(t, y)
+            shared = self.shared_adaln(cond) if self.shared_adaln is not None else None
+        else:
+            tokens = self.condition_tokens(t, y)
+        h = self.patch_embed(self.assemble_input(x, self_cond, context, context_mask))  # (B, T/s, H/p, W/p, d)
         h = self.pos_embed(h, is_image)
         for block in self.blocks:
             if self.cfg.grad_checkpointing and self.training and torch.is_grad_enabled():
-                h = checkpoint(block, h, cond, shared, is_image, text, text_mask, use_reentrant=False)
+                h = checkpoint(block, h, cond, shared, is_image, text, text_mask, tokens, use_reentrant=False)
             else:
-                h = block(h, cond, shared, is_image, text, text_mask)
-        h = self.final(h, cond)  # (B, T, H/p, W/p, p*p*c)
-        return unpatchify(h, self.cfg.patch_size, self.cfg.in_channels)
+                h = block(h, cond, shared, is_image, text, text_mask, tokens)
+        h = self.final(h, cond)  # (B, T/s, H/p, W/p, s*p*p*out_channels)
+        return unpatchify(h, self.cfg.patch_size, self.cfg.out_channels, self.cfg.temporal_patch_size)
 
 
 def count_params(cfg: ModelConfig, trainable_only: bool = True) -> int:
@@ -124,23 +152,26 @@ def count_params(cfg: ModelConfig, trainable_only: bool = True) -> int:
 
 
 def tokens_per_sample(cfg: ModelConfig, latent_shape: Optional[tuple] = None) -> int:
-    """Transformer tokens of one sample: T * H/p * W/p for latents (T, H, W) (default cfg.input_size)."""
+    """Transformer tokens of one sample: T/s * H/p * W/p for latents (T, H, W) (default cfg.input_size)."""
     T, H, W = latent_shape if latent_shape is not None else cfg.input_size
-    p = cfg.patch_size
-    return T * (H // p) * (W // p)
+    s, p, _ = cfg.patch
+    return max(T // s, 1) * (H // p) * (W // p)
 
 
 def train_flops_per_sample(cfg: ModelConfig) -> float:
     """Model FLOPs of one training sample (forward + backward = 3x forward, matmuls only).
 
-    Linear layers: 2 * params * tokens; attention: QK^T and AV, 4 * n_window * d per token.
+    Linear layers: 2 * params * tokens; attention: QK^T and AV, 4 * n_window * d per token (a head
+    group of a split attention has d / groups channels).
     """
-    tokens = tokens_per_sample(cfg)
-    d, T = cfg.hidden_size, cfg.input_size[0]
-    block_linear = (4 + 2 * cfg.mlp_ratio) * d * d  # qkv + proj, MLP
-    fwd = 2 * tokens * block_linear * cfg.depth
+    tokens, d = tokens_per_sample(cfg), cfg.hidden_size
+    fwd = 2 * tokens * 2 * cfg.mlp_ratio * d * d * cfg.depth  # MLPs
     for kind in cfg.blocks:
-        wt, wh, ww = cfg.window(kind)
-        fwd += 4 * tokens * (min(wt, T) * wh * ww) * d
-    fwd += 2 * tokens * (cfg.model_in_channels * cfg.patch_size**2 * d + d * cfg.patch_size**2 * cfg.in_channels)
+        for parts in ATTENTIONS[kind]:
+            fwd += 2 * tokens * 4 * d * d  # qkv + proj
+            for part in parts:
+                wt, wh, ww = cfg.windows(part)[0]
+                fwd += 4 * tokens * (wt * wh * ww) * d / len(parts)
+    s, p, _ = cfg.patch
+    fwd += 2 * tokens * s * p * p * d * (cfg.model_in_channels + cfg.out_channels)
     return 3.0 * fwd

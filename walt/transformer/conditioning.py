@@ -12,16 +12,23 @@ from typing import Optional
 import torch
 from torch import nn
 
-# Order of the six modulation vectors, in the paper's notation.
+# Order of the modulation vectors, in the paper's notation: attention (1) and MLP (2); a block with a
+# second attention (S+T) has a third triple for it.
 MODULATION = ("gamma1", "gamma2", "beta1", "beta2", "alpha1", "alpha2")
+EXTRA_MODULATION = ("gamma3", "beta3", "alpha3")
+
+
+def modulation_count(attentions: int) -> int:
+    """Modulation vectors of a block with `attentions` attention sub-layers and one MLP."""
+    return len(MODULATION) + len(EXTRA_MODULATION) * (attentions - 1)
 
 
 class SharedAdaLN(nn.Module):
-    """A1 = Linear(SiLU(c + t)) -> (B, 6d), shared by all blocks (AdaLN-LoRA only)."""
+    """A1 = Linear(SiLU(c + t)) -> (B, n d), shared by all blocks (AdaLN-LoRA only)."""
 
-    def __init__(self, hidden_size: int):
+    def __init__(self, hidden_size: int, count: int = len(MODULATION)):
         super().__init__()
-        self.linear = nn.Linear(hidden_size, 6 * hidden_size)
+        self.linear = nn.Linear(hidden_size, count * hidden_size)
         nn.init.zeros_(self.linear.weight)
         nn.init.zeros_(self.linear.bias)
 
@@ -33,29 +40,31 @@ class SharedAdaLN(nn.Module):
 class AdaLNModulation(nn.Module):
     """One block's modulation from SiLU(c + t) (B, d).
 
-    rank > 0: A_i = shared + up(down(cond)), up: (6d x r), down: (r x d), no biases (LoRA).
-    rank = 0: A_i = Linear_i(cond), a separate Linear(d, 6d) per block; `shared` is ignored.
-    Returns (B, 6, d) in MODULATION order.
+    rank > 0: A_i = shared + up(down(cond)), up: (n d x r), down: (r x d), no biases (LoRA); a block
+        that needs fewer vectors than the shared projection gives reads its first n d.
+    rank = 0: A_i = Linear_i(cond), a separate Linear(d, n d) per block; `shared` is ignored.
+    Returns (B, n, d) in MODULATION (+ EXTRA_MODULATION) order; n = 6 by default.
     """
 
-    def __init__(self, hidden_size: int, rank: int):
+    def __init__(self, hidden_size: int, rank: int, count: int = len(MODULATION)):
         super().__init__()
-        self.rank = rank
+        self.rank, self.count = rank, count
         if rank > 0:
             self.down = nn.Linear(hidden_size, rank, bias=False)
-            self.up = nn.Linear(rank, 6 * hidden_size, bias=False)
+            self.up = nn.Linear(rank, count * hidden_size, bias=False)
             nn.init.zeros_(self.up.weight)  # LoRA convention: the update starts at zero
         else:
-            self.linear = nn.Linear(hidden_size, 6 * hidden_size)
+            self.linear = nn.Linear(hidden_size, count * hidden_size)
             nn.init.zeros_(self.linear.weight)
             nn.init.zeros_(self.linear.bias)
 
     def forward(self, cond: torch.Tensor, shared: Optional[torch.Tensor]) -> torch.Tensor:
         if self.rank > 0:
-            out = shared + self.up(self.down(cond))
+            update = self.up(self.down(cond))
+            out = shared[:, : update.shape[-1]] + update
         else:
             out = self.linear(cond)
-        return out.unflatten(-1, (6, -1))
+        return out.unflatten(-1, (self.count, -1))
 
 
 def modulate(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:

@@ -1,13 +1,20 @@
 """Typed configuration of the stage-2 transformer and its layout spec.
 
-A *layout* names the attention kind of every block. Kinds share one window machinery:
+A *layout* names the kind of every block. Kinds share one window machinery:
 
-    S     spatial window     (1, h, w)    default h, w = the whole frame (`s_window: full`)
-    ST    spatiotemporal     (t, h, w)    default 5 x 8 x 8 (`st_window`, or "full")
-    T     temporal only      (t, 1, 1)    default all frames (`t_window`), Latte / LaVie style
-    full  unrestricted       (T, H, W)    every token attends to every token
+    S      spatial window        (1, h, w)   default the whole frame (`s_window: full`)
+    ST     spatiotemporal window (t, h, w)   default 5 x 8 x 8 latent (`st_window`, or "full")
+    T      temporal only         (t, 1, 1)   default all frames (`t_window`): a token attends over
+                                             every frame at its own spatial position (Latte / LaVie)
+    full   unrestricted          (T, H, W)   every token attends to every token
+    S+T    one block, spatial attention then temporal attention (Latte variant 3, LaVie)
+    split  one attention whose heads are split: the first half spatial (S window), the second half
+           temporal (T window), fused by the output projection (Latte variant 4)
 
-Windows are measured in tokens, i.e. on the patch grid (T, H/p, W/p), and must tile it.
+Windows are given as in the W.A.L.T paper, in *latent* units, and divided by the patch size:
+S = 1 x h'/p x w'/p, ST = (1 + t) x h'/p x w'/p, so `patch_size` is the only thing Table 3a changes
+(ST 5x8x8 latent -> 5x8x8 / 5x4x4 / 5x2x2 tokens at p = 1 / 2 / 4). The `*_tokens` variants give
+a window directly on the token grid instead (mutually exclusive with the latent one).
 """
 from __future__ import annotations
 
@@ -17,42 +24,81 @@ from typing import Any, Mapping, Optional, Sequence, Tuple, Union
 
 from walt.utils import from_dict
 
-BLOCK_KINDS = ("S", "ST", "T", "full")
+BLOCK_KINDS = ("S", "ST", "T", "full", "S+T", "split")
+# The attention sub-layers of each kind, in order; a tuple of primitive kinds is one attention whose
+# heads are split evenly between those windows.
+ATTENTIONS = {
+    "S": (("S",),), "ST": (("ST",),), "T": (("T",),), "full": (("full",),),
+    "S+T": (("S",), ("T",)), "split": (("S", "T"),),
+}
+# Primitive kinds whose windows span frames: images pass them by the image mask (`image_st_mask`).
+TEMPORAL_KINDS = ("ST", "T", "full")
 # Named layouts: a pattern repeated over the depth ("s_then_t" is special-cased: half S, then half T).
 LAYOUTS = {
     "walt": ("S", "ST"),  # W.A.L.T: alternating spatial / spatiotemporal windows
     "spatial": ("S",),  # no temporal mixing at all (an image model applied per frame)
     "full": ("full",),  # full self-attention in every block (W.A.L.T Table 3b "full")
-    "s_t": ("S", "T"),  # Latte variant 1 / LaVie-style factorised attention
-    "s_then_t": ("S", "T"),  # Latte variant 2: all spatial blocks, then all temporal blocks
+    "s_t": ("S", "T"),  # Latte variant 1: alternating spatial / temporal blocks
+    "s_then_t": ("S", "T"),  # Latte variant 2 (late fusion): all spatial blocks, then all temporal blocks
+    "s_plus_t": ("S+T",),  # Latte variant 3: spatial then temporal attention inside every block (LaVie's order)
+    "split": ("split",),  # Latte variant 4: heads split between spatial and temporal attention
 }
-IMAGE_ST_MASKS = ("frame", "identity")
+IMAGE_ST_MASKS = ("identity", "frame")
+POS_EMBEDS = ("learned", "sincos")
+TEMPORAL_POS = ("absolute", "rope")
+CONDITIONINGS = ("adaln", "tokens")
 
 Window = Union[str, Sequence[int]]
 
 
 @dataclass
 class ModelConfig:
-    """The W.A.L.T denoiser (see walt.transformer.backbone.WALT).
+    """The W.A.L.T denoiser (see walt.transformer.backbone.WALT); Latte / LaVie are options of it.
 
     Latent input:
         in_channels: latent channels c of the autoencoder (8 in the paper); also the output channels.
         input_size: latent grid (T, H, W) the model is built for (5 x 16 x 16 for 17 x 128 x 128 videos).
             Position embeddings and windows are sized from it; inputs with T = 1 are images.
-        patch_size: per-frame p x p patchify (1, 2 or 4); tokens = T * H/p * W/p.
+        patch_size: per-frame p x p patchify (1, 2 or 4); tokens = T/s * H/p * W/p.
+        temporal_patch_size: s, frames merged into one token (Latte's "compression frame" tubelet
+            embedding; the output layer upsamples time by s again). 1 = per-frame patches (W.A.L.T,
+            Latte's "uniform frame"); images (1-frame inputs) need s = 1.
     Transformer:
         depth, hidden_size, num_heads: blocks, width d, attention heads (L: 24/1024/16, XL: 28/1152/16).
         mlp_ratio: MLP hidden width / d.
         layout: a name in LAYOUTS or an explicit list of kinds from BLOCK_KINDS; a list shorter than
-            `depth` is repeated (its length must divide depth).
-        st_window: ST window (t, h, w) in tokens, or "full" (the whole latent grid).
-        s_window: S window (h, w) in tokens, or "full" (the whole frame, the paper's choice).
-        t_window: T window length in frames, or "full" (all frames).
+            `depth` is repeated (its length must divide depth). Latte V1-V4 = s_t, s_then_t, s_plus_t,
+            split; depth counts every block (a V1 model of depth 12 has 6 S and 6 T blocks).
+        st_window: ST window (t, h, w) in latent units (frames, latent pixels) or "full"; divided by
+            (temporal_patch_size, patch_size, patch_size) to get tokens. The paper's 5x8x8 is the default.
+        st_window_tokens: the ST window on the token grid instead (then st_window must be null).
+        s_window: S window (h, w) in latent units, or "full" (the whole frame, the paper's choice).
+        s_window_tokens: the S window on the token grid instead (then s_window must be null).
+        t_window: T window length in latent frames (divided by temporal_patch_size), or "full".
+        A window larger than the grid covers that axis; one that does not tile it is an error.
         qk_norm: LayerNorm on per-head queries and keys (stabilises attention logits).
         rel_pos_bias: learned per-head relative position bias inside each window, indexed by (dt, dy, dx).
-        image_st_mask: how images (1-frame samples in a video batch) pass ST/T/full blocks:
-            "frame" = tokens attend only within their own frame; "identity" = each token only to itself.
+        pos_embed: absolute position embedding added to the tokens, spatial (h, w) + temporal (t):
+            "learned" tables (W.A.L.T) or fixed "sincos" (Latte, not trained).
+        temporal_pos: "absolute" (the temporal term of pos_embed) or "rope": no temporal term; rotary
+            embedding of the frame index on queries and keys of every attention that spans frames
+            (Latte's RoPE ablation, LaVie's temporal attention). Images use frame 0 either way.
+        image_st_mask: how images (1-frame inputs, or samples flagged `is_image`) pass attention that
+            spans frames (ST, T, full, the temporal part of S+T / split): "identity" = each token attends
+            only to itself (the paper; an image gives the same output alone or in any mixed batch,
+            and never mixes across frames); "frame" = tokens attend within their own frame inside the
+            window. S attention is ordinary spatial attention for images.
+            (Latte / LaVie skip their temporal blocks for image frames altogether; "identity" keeps
+            the block's per-token path, proj(v) and the MLP, which is W.A.L.T's choice.)
+        zero_init_temporal: zero-initialise the output projection of purely temporal attention (T blocks
+            and the T part of S+T), so temporal layers start as the identity (LaVie).
     Conditioning:
+        conditioning: "adaln" = modulation of every block from SiLU(c + t) (W.A.L.T's AdaLN-LoRA, or with
+            adaln_lora_rank = 0 Latte's S-AdaLN / DiT's adaLN-Zero per block); "tokens" = the timestep
+            and class embeddings are extra tokens whose keys / values every attention window also
+            reads (Latte's "all tokens" ablation). Our choice: the condition tokens are a fixed
+            context (not updated by the blocks), because with windows a token shared by all windows
+            would get a different update from each.
         adaln_lora_rank: r of AdaLN-LoRA (shared MLP + per-layer rank-r update); 0 = separate AdaLN
             per block (each block its own Linear(d, 6d)).
         num_classes: class-conditional labels (index num_classes is the null class); 0 = unconditional.
@@ -64,6 +110,9 @@ class ModelConfig:
         context_prob: probability a training sample is given its context frames (else mask = 0).
         cross_attention_dim: width of text token states; enables a cross-attention layer in every block.
         frequency_embedding_size: sinusoidal timestep features fed to the timestep MLP.
+    Output:
+        learn_sigma: also predict the per-element variance interpolation (out channels 2c; improved
+            DDPM / DiT / Latte), trained by the VLB term in walt.diffusion.diffusion_loss.
     Efficiency:
         grad_checkpointing: recompute block activations in backward (saves memory, costs ~1/3 compute).
     """
@@ -71,17 +120,24 @@ class ModelConfig:
     in_channels: int = 8
     input_size: Tuple[int, int, int] = (5, 16, 16)
     patch_size: int = 1
+    temporal_patch_size: int = 1
     depth: int = 24
     hidden_size: int = 1024
     num_heads: int = 16
     mlp_ratio: float = 4.0
     layout: Union[str, Sequence[str]] = "walt"
-    st_window: Window = (5, 8, 8)
-    s_window: Window = "full"
+    st_window: Optional[Window] = (5, 8, 8)
+    st_window_tokens: Optional[Window] = None
+    s_window: Optional[Window] = "full"
+    s_window_tokens: Optional[Window] = None
     t_window: Union[str, int] = "full"
     qk_norm: bool = True
     rel_pos_bias: bool = True
-    image_st_mask: str = "frame"
+    pos_embed: str = "learned"
+    temporal_pos: str = "absolute"
+    image_st_mask: str = "identity"
+    zero_init_temporal: bool = False
+    conditioning: str = "adaln"
     adaln_lora_rank: int = 2
     num_classes: int = 0
     class_dropout_prob: float = 0.1
@@ -90,13 +146,22 @@ class ModelConfig:
     context_prob: float = 1.0
     cross_attention_dim: Optional[int] = None
     frequency_embedding_size: int = 256
+    learn_sigma: bool = False
     grad_checkpointing: bool = False
 
     def __post_init__(self):
         self.input_size = tuple(int(s) for s in self.input_size)
-        for name in ("st_window", "s_window"):  # canonical forms: "full" or a tuple of ints
+        for name in ("st_window", "st_window_tokens", "s_window", "s_window_tokens"):  # None, "full" or ints
             value = getattr(self, name)
-            setattr(self, name, "full" if _is_full(value) else value if isinstance(value, str) else tuple(int(v) for v in value))
+            if value is not None:
+                setattr(self, name, "full" if _is_full(value) else value if isinstance(value, str) else tuple(int(v) for v in value))
+        for latent, tokens, default in (("st_window", "st_window_tokens", "[5, 8, 8]"), ("s_window", "s_window_tokens", "full")):
+            if (getattr(self, latent) is None) == (getattr(self, tokens) is None):
+                raise ValueError(
+                    f"give exactly one of {latent} (latent units, divided by the patch size; paper default "
+                    f"{default}) and {tokens} (tokens); they are mutually exclusive: set {latent}: null to use "
+                    f"{tokens}, got {latent}={_show(getattr(self, latent))}, {tokens}={_show(getattr(self, tokens))}"
+                )
         if not _is_full(self.t_window):
             self.t_window = int(self.t_window)
         if isinstance(self.layout, str):
@@ -104,18 +169,29 @@ class ModelConfig:
                 raise ValueError(f"layout={self.layout!r} is not one of {sorted(LAYOUTS)} (or give a list of {BLOCK_KINDS})")
         else:
             self.layout = tuple(self.layout)
-        if self.patch_size < 1:
-            raise ValueError(f"patch_size must be >= 1, got {self.patch_size}")
+        for name, valid in (("image_st_mask", IMAGE_ST_MASKS), ("pos_embed", POS_EMBEDS),
+                            ("temporal_pos", TEMPORAL_POS), ("conditioning", CONDITIONINGS)):
+            if getattr(self, name) not in valid:
+                raise ValueError(f"{name}={getattr(self, name)!r} is not one of {valid}")
+        if self.patch_size < 1 or self.temporal_patch_size < 1:
+            raise ValueError(f"patch sizes must be >= 1, got patch_size={self.patch_size}, "
+                             f"temporal_patch_size={self.temporal_patch_size}")
         T, H, W = self.input_size
         if H % self.patch_size or W % self.patch_size:
             raise ValueError(
                 f"patch_size={self.patch_size} does not tile the latent frame {H}x{W}; "
                 f"valid sizes: {sorted(set(_divisors(H)) & set(_divisors(W)))}"
             )
+        if T % self.temporal_patch_size:
+            raise ValueError(f"temporal_patch_size={self.temporal_patch_size} does not tile the {T} latent frames; "
+                             f"valid sizes: {_divisors(T)}")
         if self.hidden_size % self.num_heads:
             raise ValueError(f"hidden_size={self.hidden_size} is not divisible by num_heads={self.num_heads}")
-        if self.image_st_mask not in IMAGE_ST_MASKS:
-            raise ValueError(f"image_st_mask={self.image_st_mask!r} is not one of {IMAGE_ST_MASKS}")
+        if self.temporal_pos == "rope" and (self.hidden_size // self.num_heads) % 2:
+            raise ValueError(f"temporal_pos=rope needs an even head width, got {self.hidden_size // self.num_heads}")
+        if "split" in self.blocks and self.num_heads % 2:
+            raise ValueError(f"the 'split' kind halves the heads between spatial and temporal attention: "
+                             f"num_heads={self.num_heads} must be even")
         if self.adaln_lora_rank < 0:
             raise ValueError("adaln_lora_rank must be >= 0 (0 = separate AdaLN per block)")
         if not 0 <= self.context_frames <= T:
@@ -124,7 +200,7 @@ class ModelConfig:
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be a probability in [0, 1], got {getattr(self, name)}")
         for kind in self.blocks:  # validates layout kinds and every window against the grid
-            self.window(kind)
+            self.windows(kind)
 
     # ------------------------------------------------------------------ derived quantities
     @classmethod
@@ -138,15 +214,25 @@ class ModelConfig:
 
     @property
     def grid(self) -> Tuple[int, int, int]:
-        """Token grid (T, H/p, W/p)."""
+        """Token grid (T/s, H/p, W/p)."""
         T, H, W = self.input_size
-        return T, H // self.patch_size, W // self.patch_size
+        return T // self.temporal_patch_size, H // self.patch_size, W // self.patch_size
+
+    @property
+    def patch(self) -> Tuple[int, int, int]:
+        """Latent extent (s, p, p) of one token."""
+        return self.temporal_patch_size, self.patch_size, self.patch_size
 
     @property
     def model_in_channels(self) -> int:
         """Input channels after the conditioning concats: x_t [+ x0 estimate] [+ masked context + mask]."""
         c = self.in_channels
         return c + (c if self.self_cond_prob > 0 else 0) + (c + 1 if self.context_frames > 0 else 0)
+
+    @property
+    def out_channels(self) -> int:
+        """c, or 2c with learn_sigma (prediction, then the variance interpolation values)."""
+        return self.in_channels * (2 if self.learn_sigma else 1)
 
     @property
     def blocks(self) -> Tuple[str, ...]:
@@ -165,33 +251,56 @@ class ModelConfig:
             raise ValueError(f"layout of length {len(pattern)} does not divide depth={self.depth}")
         return tuple(pattern) * (self.depth // len(pattern))
 
-    def window(self, kind: str) -> Tuple[int, int, int]:
-        """The (t, h, w) attention window of a block kind on the token grid; ValueError if it does not tile."""
-        T, H, W = self.grid
-        if kind == "full":
-            return T, H, W
-        if kind == "S":
-            win = (1, H, W) if _is_full(self.s_window) else (1, *_as_tuple(self.s_window, 2, "s_window", allow_3=True))
-            name = "s_window"
-        elif kind == "ST":
-            win = (T, H, W) if _is_full(self.st_window) else _as_tuple(self.st_window, 3, "st_window")
-            name = "st_window"
-        elif kind == "T":
-            win = (T if _is_full(self.t_window) else int(self.t_window), 1, 1)
-            name = "t_window"
-        else:
+    def windows(self, kind: str) -> Tuple[Tuple[int, int, int], ...]:
+        """Token windows of every attention part of a block kind (S+T and split have two)."""
+        if kind not in ATTENTIONS:
             raise ValueError(f"unknown block kind {kind!r}; valid kinds: {BLOCK_KINDS}")
-        # a window larger than the grid covers the whole axis: images (T = 1) and coarser patch
-        # sizes (Table 3a: p = 4 gives 4x4 tokens per frame) keep the preset's windows
-        win = tuple(min(size, extent) for size, extent in zip(win, (T, H, W)))
-        for size, extent, axis in zip(win, (T, H, W), "thw"):
-            if size < 1 or extent % size:
+        return tuple(self._window(part) for parts in ATTENTIONS[kind] for part in parts)
+
+    def window(self, kind: str):
+        """The (t, h, w) attention window of a block kind on the token grid (what walt-info shows);
+        for S+T and split, one window per part: ((1, h, w), (t, 1, 1)). ValueError if one does not tile."""
+        windows = self.windows(kind)
+        return windows[0] if len(windows) == 1 else windows
+
+    def _window(self, kind: str) -> Tuple[int, int, int]:
+        """Token window of a primitive kind (S, ST, T, full)."""
+        grid = self.grid
+        T, H, W = grid
+        full = {"full": grid, "S": (1, H, W), "ST": grid, "T": (T, 1, 1)}[kind]
+        if kind == "full":
+            return grid
+        if kind == "S":
+            latent = self.s_window is not None
+            name, given = ("s_window", self.s_window) if latent else ("s_window_tokens", self.s_window_tokens)
+            win = None if _is_full(given) else (1, *_as_tuple(given, 2, name, allow_3=True))
+            step = (1, self.patch_size, self.patch_size)
+        elif kind == "ST":
+            latent = self.st_window is not None
+            name, given = ("st_window", self.st_window) if latent else ("st_window_tokens", self.st_window_tokens)
+            win = None if _is_full(given) else _as_tuple(given, 3, name)
+            step = self.patch
+        else:
+            latent, name, given = True, "t_window", self.t_window
+            win = None if _is_full(given) else (int(given), 1, 1)
+            step = (self.temporal_patch_size, 1, 1)
+        if win is None:
+            return full
+        step = step if latent else (1, 1, 1)
+        tokens = []
+        for size, s, extent, axis in zip(win, step, grid, "thw"):
+            if size >= extent * s:  # a window larger than the grid covers the whole axis
+                tokens.append(extent)
+            elif size >= 1 and size % s == 0 and extent % (size // s) == 0:
+                tokens.append(size // s)
+            else:
+                units = "latent units, divided by the patch size" if latent else "tokens"
                 raise ValueError(
-                    f"{name}={list(win)} does not tile the token grid {T}x{H}x{W} "
-                    f"(latent {self.input_size}, patch_size={self.patch_size}): the {axis} size {size} must "
-                    f"divide {extent}; valid {axis} sizes: {_divisors(extent)} (or 'full')"
+                    f"{name}={_show(given)} ({units}) does not tile the token grid {T}x{H}x{W} (latent "
+                    f"{self.input_size}, patch (t, h, w) = {self.patch}): valid {axis} sizes: "
+                    f"{[s * d for d in _divisors(extent)]} (or 'full')"
                 )
-        return win
+        return tuple(tokens)
 
 
 def _divisors(n: int) -> list:
@@ -200,6 +309,10 @@ def _divisors(n: int) -> list:
 
 def _is_full(value) -> bool:
     return isinstance(value, str) and value.lower() == "full"
+
+
+def _show(value) -> str:
+    return repr(list(value)) if isinstance(value, tuple) else repr(value)
 
 
 def _as_tuple(value, n: int, name: str, allow_3: bool = False) -> tuple:

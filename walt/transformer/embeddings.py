@@ -1,4 +1,4 @@
-"""Token and condition embeddings: per-frame patches, learned space + time positions, timesteps, labels."""
+"""Token and condition embeddings: patches, space + time positions (learned or sin-cos), timesteps, labels."""
 from __future__ import annotations
 
 import math
@@ -10,49 +10,77 @@ from torch import nn
 
 
 class PatchEmbed(nn.Module):
-    """Per-frame p x p patchify + linear projection (a stride-p 2D conv written as a reshape).
+    """s x p x p patchify + linear projection (a stride-(s, p, p) 3D conv written as a reshape).
 
-    Frames are never merged, so a 1-frame image and a video share the same tokens per frame.
+    s = 1 (default): per-frame patches, frames are never merged, so a 1-frame image and a video share
+    the same tokens per frame. s > 1: Latte's compression-frame (tubelet) embedding.
     """
 
-    def __init__(self, in_channels: int, hidden_size: int, patch_size: int):
+    def __init__(self, in_channels: int, hidden_size: int, patch_size: int, temporal_patch_size: int = 1):
         super().__init__()
-        self.p = patch_size
-        self.proj = nn.Linear(in_channels * patch_size**2, hidden_size)
+        self.p, self.s = patch_size, temporal_patch_size
+        self.proj = nn.Linear(in_channels * temporal_patch_size * patch_size**2, hidden_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # (B, C, T, H, W) -> (B, T, H/p, W/p, d)
-        x = rearrange(x, "b c t (h p1) (w p2) -> b t h w (p1 p2 c)", p1=self.p, p2=self.p)
+        # (B, C, T, H, W) -> (B, T/s, H/p, W/p, d)
+        x = rearrange(x, "b c (t s) (h p1) (w p2) -> b t h w (s p1 p2 c)", s=self.s, p1=self.p, p2=self.p)
         return self.proj(x)
 
 
-def unpatchify(x: torch.Tensor, patch_size: int, channels: int) -> torch.Tensor:
-    """(B, T, h, w, p*p*C) -> (B, C, T, h*p, w*p); inverse of PatchEmbed's reshape."""
-    return rearrange(x, "b t h w (p1 p2 c) -> b c t (h p1) (w p2)", p1=patch_size, p2=patch_size, c=channels)
+def unpatchify(x: torch.Tensor, patch_size: int, channels: int, temporal_patch_size: int = 1) -> torch.Tensor:
+    """(B, T, h, w, s*p*p*C) -> (B, C, T*s, h*p, w*p); inverse of PatchEmbed's reshape (with s > 1 the
+    output layer's s values per token are the temporal upsampling of a tubelet embedding)."""
+    return rearrange(x, "b t h w (s p1 p2 c) -> b c (t s) (h p1) (w p2)",
+                     s=temporal_patch_size, p1=patch_size, p2=patch_size, c=channels)
+
+
+def sincos_1d(positions: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
+    """Fixed sin-cos features (N,) -> (N, dim), sin then cos (the MAE / DiT / Latte convention)."""
+    half = dim // 2
+    omega = 1.0 / max_period ** (torch.arange(half, dtype=torch.float64) / half)
+    args = positions.double()[:, None] * omega[None]
+    emb = torch.cat([torch.sin(args), torch.cos(args)], dim=-1)
+    return torch.cat([emb, emb.new_zeros(len(positions), dim - 2 * half)], dim=-1).float()
 
 
 class SpaceTimePosEmbed(nn.Module):
-    """Learned absolute position embedding = spatial (h, w) table + temporal (t) table.
+    """Absolute position embedding = spatial (h, w) table + temporal (t) table.
 
+    kind "learned": trained tables (W.A.L.T); "sincos": fixed 2D sin-cos for space (half the
+    channels for h, half for w) and 1D sin-cos for time, buffers, not trained (Latte / DiT).
+    temporal=False leaves out the temporal term (RoPE carries the frame index instead).
     Images use frame 0's temporal entry, so a picture looks like the first frame of a video (the
     causal autoencoder encodes the first frame on its own for the same reason).
     """
 
-    def __init__(self, grid: tuple[int, int, int], hidden_size: int):
+    def __init__(self, grid: tuple[int, int, int], hidden_size: int, kind: str = "learned", temporal: bool = True):
         super().__init__()
         T, H, W = grid
-        self.spatial = nn.Parameter(torch.zeros(1, 1, H, W, hidden_size))
-        self.temporal = nn.Parameter(torch.zeros(1, T, 1, 1, hidden_size))
-        nn.init.trunc_normal_(self.spatial, std=0.02)
-        nn.init.trunc_normal_(self.temporal, std=0.02)
+        if kind == "learned":
+            self.spatial = nn.Parameter(torch.zeros(1, 1, H, W, hidden_size))
+            nn.init.trunc_normal_(self.spatial, std=0.02)
+            if temporal:
+                self.temporal = nn.Parameter(torch.zeros(1, T, 1, 1, hidden_size))
+                nn.init.trunc_normal_(self.temporal, std=0.02)
+        else:
+            half = hidden_size // 2
+            emb_h = sincos_1d(torch.arange(H), half)[:, None].expand(H, W, half)
+            emb_w = sincos_1d(torch.arange(W), hidden_size - half)[None].expand(H, W, hidden_size - half)
+            self.register_buffer("spatial", torch.cat([emb_h, emb_w], dim=-1)[None, None], persistent=False)
+            if temporal:
+                self.register_buffer("temporal", sincos_1d(torch.arange(T), hidden_size).view(1, T, 1, 1, -1), persistent=False)
+        if not temporal:
+            self.temporal = None
 
     def forward(self, x: torch.Tensor, is_image: Optional[torch.Tensor] = None) -> torch.Tensor:
         """x: (B, T, H, W, d); is_image: (B,) bool, samples whose frames are independent images."""
-        T = x.shape[1]
-        temporal = self.temporal[:, :T]  # (1, T, 1, 1, d)
+        x = x + self.spatial
+        if self.temporal is None:
+            return x
+        temporal = self.temporal[:, : x.shape[1]]  # (1, T, 1, 1, d)
         if is_image is not None:
             temporal = torch.where(is_image.view(-1, 1, 1, 1, 1), self.temporal[:, :1], temporal)
-        return x + self.spatial + temporal
+        return x + temporal
 
 
 def timestep_features(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
