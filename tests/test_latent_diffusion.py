@@ -7,7 +7,8 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from walt.modules.latent_diffusion import LatentDiffusionModule, lr_factor
+from walt.modules.latent_diffusion import LatentDiffusionModule
+from walt.modules.schedules import lr_factor
 
 MODEL = dict(in_channels=3, input_size=[5, 4, 4], st_window=[5, 2, 2], depth=4, hidden_size=64, num_heads=4)
 

@@ -165,6 +165,8 @@ class TrainConfig:
     force: train even when the run directory already holds a completion marker.
     first_stage_ckpt: stage-2's frozen autoencoder checkpoint; "auto" finds or trains it by config
         hash (walt.first_stage), with first_stage_steps training steps.
+    ckpt_path: warm start: initialise the weights from this checkpoint (fresh optimizer, step 0); ignored
+        when the run resumes from its own checkpoints.
     tags, notes: free-form labels of the run, stored in results.json and TensorBoard's HPARAMS.
     autoencoder/model/diffusion/eval: checked by their own dataclasses (walt.autoencoder.config,
     walt.transformer.config, walt.diffusion.config, walt.config.eval) in RunConfig.from_hydra; their
@@ -177,6 +179,7 @@ class TrainConfig:
     force: bool = False
     first_stage_ckpt: Optional[str] = "auto"
     first_stage_steps: int = 2000
+    ckpt_path: Optional[str] = None
     paths: PathsConfig = MISSING
     data: DataConfig = MISSING
     trainer: TrainerConfig = MISSING

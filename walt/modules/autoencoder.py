@@ -21,6 +21,7 @@ from walt.autoencoder.discriminator import Discriminator3d
 from walt.autoencoder.losses import AutoencoderLoss, PerceptualLoss, VGG16_WEIGHTS, perceptual_weights_path
 from walt.autoencoder.model import CausalAutoencoder
 from walt.modules.ema import EMA
+from walt.modules.schedules import set_base_lrs
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +136,15 @@ class AutoencoderModule(L.LightningModule):
             optimizers.append(opt_d)
             schedulers.append(torch.optim.lr_scheduler.LambdaLR(opt_d, warm))
         return optimizers, schedulers
+
+    def on_train_start(self) -> None:
+        """A resumed run trains with this config's learning rates (generator and discriminator)."""
+        schedulers = self.lr_schedulers()
+        schedulers = schedulers if isinstance(schedulers, list) else [schedulers]
+        for scheduler, lr in zip(schedulers, (self.cfg.optim.lr, self.cfg.optim.disc_lr)):
+            for old, new in set_base_lrs(scheduler, [lr] * len(scheduler.base_lrs)):
+                if old != new:
+                    log.info("resume: learning rate %g -> %g applied from step %d", old, new, self.global_step)
 
     def on_fit_start(self) -> None:
         """Attach the VGG16 perceptual network if a weights file is given; say so when it is not."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import signal
+import time
 
 import lightning as L
 import torch
@@ -59,47 +60,112 @@ class FiniteLossGuard(L.Callback):
 
 
 class PreemptionCheckpoint(L.Callback):
-    """Saves last.ckpt when Slurm warns of a timeout or preemption, then lets submitit requeue.
+    """Saves last.ckpt at the next batch boundary on SIGTERM or the scheduler's warning signal, then exits
+    non-zero (or lets submitit requeue), so an interrupted run resumes from the step it reached.
 
     submitit (hydra/launcher=slurm) requeues the job on its signal (SIGUSR2 unless
-    $SUBMITIT_PREEMPT_SIGNAL says otherwise) and the requeued job re-enters the same run directory,
-    where walt.train resumes from last.ckpt. Without this callback, up to `every_n_train_steps`
-    of work would be lost. The handler only sets a flag: the checkpoint is written at the next
-    batch boundary, never in the middle of an optimizer step, then the previous handler runs.
+    $SUBMITIT_PREEMPT_SIGNAL says otherwise): its handler runs after the save. Without one (a plain
+    `kill`, a scheduler's SIGTERM) the process exits with 128 + the signal number, never 0, so `&&`
+    chains and schedulers see the interruption. The handler only sets a flag: the checkpoint is
+    written between optimizer steps, never inside one.
     """
 
-    def __init__(self, signal_name: str | None = None):
-        self.signal_name = signal_name or "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2")
-        self.requested = False
-        self._previous = None
+    def __init__(self, signal_names: tuple[str, ...] | None = None):
+        preempt = "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2")
+        self.signal_names = tuple(signal_names or dict.fromkeys((preempt, "SIGTERM")))
+        self.received: int | None = None
+        self._previous: dict[int, object] = {}
 
     def _on_signal(self, signum, frame):
-        self.requested = True
-        self._frame = frame
+        self.received, self._frame = signum, frame
 
     def on_train_start(self, trainer, pl_module):
-        self._signum = getattr(signal, self.signal_name)
-        self._previous = signal.signal(self._signum, self._on_signal)
+        for name in self.signal_names:
+            signum = getattr(signal, name)
+            self._previous[signum] = signal.signal(signum, self._on_signal)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if not self.requested:
+        if self.received is None:
             return
-        self.requested = False
+        signum, self.received = self.received, None
         ckpt = next((c for c in trainer.checkpoint_callbacks if c.dirpath), None)
         path = os.path.join(ckpt.dirpath, LAST_CKPT.name) if ckpt else os.path.join(trainer.default_root_dir, str(LAST_CKPT))
         trainer.save_checkpoint(path)
-        pl_module.print(f"[preemption] {self.signal_name} received: saved {path} at step {trainer.global_step}")
-        previous, self._previous = self._previous, None
-        signal.signal(self._signum, previous if previous is not None else signal.SIG_DFL)
+        name = signal.Signals(signum).name
+        pl_module.print(f"[preemption] {name} received: saved {path} at step {trainer.global_step}")
+        previous = self._restore()[signum]
         if callable(previous):
-            previous(self._signum, self._frame)
-        else:
-            os.kill(os.getpid(), self._signum)
+            previous(signum, self._frame)  # submitit's checkpoint-and-requeue handler
+        raise SystemExit(128 + signum)
+
+    def _restore(self) -> dict:
+        previous, self._previous = self._previous, {}
+        for signum, handler in previous.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+        return previous
 
     def on_train_end(self, trainer, pl_module):
-        if self._previous is not None:
-            signal.signal(self._signum, self._previous)
-            self._previous = None
+        self._restore()
+
+    def on_exception(self, trainer, pl_module, exception):
+        self._restore()
+
+
+class RNGState(L.Callback):
+    """Puts the torch (CPU and CUDA), numpy and Python random states into every checkpoint and restores
+    them at the first training batch after a resume (after the data loader was set up, which draws from
+    them too), so diffusion noise, timesteps and self-conditioning coins continue as in an uninterrupted run."""
+
+    def __init__(self):
+        self._pending: dict | None = None
+
+    def state_dict(self) -> dict:
+        import random
+
+        import numpy as np
+
+        kind, keys, pos, has_gauss, cached = np.random.get_state()  # tensors and ints: loads with weights_only
+        return {"torch": torch.get_rng_state(), "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss,
+                                                           cached], "python": random.getstate(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self._pending = state_dict
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if self._pending is None:
+            return
+        import random
+
+        import numpy as np
+
+        state, self._pending = self._pending, None
+        torch.set_rng_state(state["torch"])
+        kind, keys, pos, has_gauss, cached = state["numpy"]
+        np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+        random.setstate(state["python"])
+        if state["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class TrainClock(L.Callback):
+    """Training wall time summed over every session of a run (saved in its checkpoints), so steps/s of a
+    resumed run is total steps / total training time, not the last session's."""
+
+    def __init__(self):
+        self.seconds, self._start = 0.0, None
+
+    def on_train_start(self, trainer, pl_module):
+        self._start = time.perf_counter()
+
+    def elapsed(self) -> float:
+        return self.seconds + (time.perf_counter() - self._start if self._start is not None else 0.0)
+
+    def state_dict(self) -> dict:
+        return {"seconds": self.elapsed()}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.seconds = float(state_dict.get("seconds", 0.0))
 
 
 class StepProgressBar(RichProgressBar):

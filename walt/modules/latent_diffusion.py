@@ -8,7 +8,6 @@ The first stage is held outside the module's state: checkpoints hold only stage 
 from __future__ import annotations
 
 import logging
-import math
 from typing import Any, Optional, Union
 
 import lightning as L
@@ -19,6 +18,7 @@ from walt.config.schema import OptimConfig
 from walt.diffusion import ClassifierFreeGuidance, DiffusionConfig, diffusion_loss
 from walt.diffusion import sample as run_sampler
 from walt.modules.ema import EMA
+from walt.modules.schedules import lr_factor, set_base_lrs
 from walt.transformer import WALT, ModelConfig
 from walt.utils import from_dict, plain
 
@@ -134,6 +134,13 @@ class LatentDiffusionModule(L.LightningModule):
         super().optimizer_step(*args, **kwargs)
         self.ema.update(self.model)  # before any callback checkpoints this step
 
+    def on_train_start(self) -> None:
+        """A resumed run trains with this config's learning rate (its schedule's lambdas are new already)."""
+        scheduler = self.lr_schedulers()
+        for old, new in set_base_lrs(scheduler, [self.optim_cfg.lr] * len(scheduler.base_lrs)):
+            if old != new:
+                log.info("resume: optim.lr %g -> %g applied from step %d", old, new, self.global_step)
+
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
         step, every = self.trainer.global_step, self.optim_cfg.sample_every_n_steps
         if every and step % every == 0 and self.first_stage is not None and self.trainer.is_global_zero:
@@ -223,16 +230,6 @@ class LatentDiffusionModule(L.LightningModule):
         video = self.decode(self.sample(labels, num_samples=n, generator=generator))  # (N, C, T, H, W) in [-1, 1]
         video = ((video.float() + 1) / 2).clamp(0, 1).permute(0, 2, 1, 3, 4).cpu()  # (N, T, C, H, W) in [0, 1]
         self.logger.experiment.add_video("samples", video, global_step=step, fps=8)
-
-
-def lr_factor(step: int, warmup: int, max_steps: Optional[int], min_ratio: float = 0.0) -> float:
-    """Linear warmup to 1 over `warmup` steps, then cosine decay to min_ratio at max_steps."""
-    if warmup > 0 and step < warmup:
-        return (step + 1) / warmup
-    if not max_steps or max_steps <= warmup:
-        return 1.0
-    progress = min(1.0, (step - warmup) / (max_steps - warmup))
-    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 def _batch_size(batch: dict) -> int:

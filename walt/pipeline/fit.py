@@ -1,27 +1,50 @@
 """Train one stage in its run directory: module + data -> Trainer -> results.json -> COMPLETED.
 
-A run directory holding the COMPLETED marker is skipped unless `force=true`; any other run directory
-resumes from checkpoints/last.ckpt. Evaluation after training runs before the marker, so a killed
-evaluation resumes on re-run.
+One process per run directory (a lock; a dead holder's lock is taken over). A directory holding the
+COMPLETED marker is skipped unless `force=true`, which sets the old run aside and starts at step 0.
+Any other directory resumes from its newest intact checkpoint after comparing configs: settings that
+are safe to continue with (step budget, evaluation, learning rate and schedule, logging) are applied
+and logged, anything else fails naming the differences. Evaluation after training runs before the
+marker, so a killed evaluation resumes on re-run without retraining.
 """
 from __future__ import annotations
 
+import json
 import logging
 import math
+import os
+import shutil
+import socket
 import time
 import traceback
-from typing import Callable, Optional
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Iterator, Optional
 
 import lightning as L
 import torch
+from filelock import FileLock, Timeout
 from hydra.utils import instantiate
 from lightning.pytorch.plugins.environments import SLURMEnvironment
+from omegaconf import OmegaConf
 
 from walt import runs
-from walt.config.run import RunConfig
+from walt.config.run import RunConfig, differences
 from walt.modules.build import build_module
+from walt.modules.callbacks import RNGState, TrainClock
+from walt.modules.checkpointing import AtomicCheckpointIO, resume_checkpoint
 
 log = logging.getLogger(__name__)
+LOCK = ".run.lock"
+# settings a resumed run may change (applied from the resume step on); anything else must match
+SAFE_ON_RESUME = (
+    "trainer.max_steps", "trainer.val_check_interval", "trainer.limit_val_batches", "trainer.log_every_n_steps",
+    "trainer.enable_progress_bar", "trainer.enable_model_summary", "optim.lr", "optim.warmup_steps",
+    "optim.max_steps", "optim.min_lr_ratio", "optim.sample_every_n_steps", "optim.num_log_samples",
+    "autoencoder.optim.lr", "autoencoder.optim.disc_lr", "autoencoder.optim.warmup_steps", "autoencoder.log_videos",
+    "data.num_workers", "data.pin_memory", "data.persistent_workers", "eval", "callbacks", "logger", "paths",
+    "force", "tags", "notes", "ckpt_path", "run_name",
+)
 
 
 def _no_advertising(record: logging.LogRecord) -> bool:
@@ -30,7 +53,7 @@ def _no_advertising(record: logging.LogRecord) -> bool:
 
 def tidy_lightning_logging() -> None:
     """One line per message: once the root logger has a handler (Hydra's, or the CLI's), Lightning's own
-    stream handler (added when it was imported before logging was set up) would print everything twice.
+    stream handlers (added when it was imported before logging was set up) would print everything twice.
     Also drops Lightning's advertising tips."""
     if logging.getLogger().handlers:
         for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
@@ -42,6 +65,76 @@ def tidy_lightning_logging() -> None:
             logger.addFilter(_no_advertising)
 
 
+@contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """Hold the run directory for this process; a second process gets an error naming the holder.
+
+    The lock is an OS file lock: it dies with its process, so a crashed run's lock is taken over."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    owner = run_dir / f"{LOCK}.owner"
+    lock = FileLock(str(run_dir / LOCK), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        holder = owner.read_text().strip() if owner.exists() else "another process"
+        raise RuntimeError(f"{run_dir} is in use by {holder}; wait for it to finish or stop it "
+                           f"(one process per run directory)") from None
+    try:
+        owner.write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
+                                     "since": time.strftime("%Y-%m-%d %H:%M:%S")}))
+        yield
+    finally:
+        owner.unlink(missing_ok=True)
+        lock.release()
+
+
+def set_aside(run_dir: Path) -> Path:
+    """force=true: move a run directory's contents (not Hydra's own files) to .replaced/<time>/, with the
+    completion marker renamed, so tables never read the old run and nothing is deleted."""
+    dest = run_dir / ".replaced" / time.strftime("%Y%m%d-%H%M%S")
+    dest.mkdir(parents=True)
+    for item in run_dir.iterdir():
+        if item.name in (".replaced", ".hydra", LOCK, f"{LOCK}.owner") or item.suffix == ".log":
+            continue
+        shutil.move(str(item), dest / item.name)
+    if (dest / runs.COMPLETED).exists():
+        (dest / runs.COMPLETED).rename(dest / f"{runs.COMPLETED}.replaced")
+    return dest
+
+
+def check_resume(run: RunConfig, stored_path: Path) -> None:
+    """Fail on config changes a resumed run cannot take; log the safe ones it applies."""
+    stored = OmegaConf.to_container(OmegaConf.load(stored_path))
+    unsafe = differences(stored, run.to_dict(), ignore=SAFE_ON_RESUME)
+    if unsafe:
+        raise ValueError(f"{run.run_dir} was started with another config; resuming it with this one would mix "
+                         f"two experiments: {'; '.join(unsafe)}. Use force=true to start it over (the old run is "
+                         f"kept under .replaced/), or a new run_name.")
+    safe = differences(stored, run.to_dict(), ignore=("paths", "callbacks", "logger", "force", "run_name"))
+    if safe:
+        log.info("resuming %s with changed settings (applied from the resume step): %s", run.run_dir, "; ".join(safe))
+
+
+def banner(run: RunConfig, resume: Optional[Path]) -> str:
+    """What is about to happen, in a few lines (stage, model, data, token windows, directory, resume)."""
+    what = (f"stage 2 (latent diffusion): {run.model.depth} blocks, d={run.model.hidden_size}, p={run.model.patch_size}, "
+            f"layout {run.model.layout}" if run.stage == "diffusion" else
+            f"stage 1 (autoencoder): base {run.autoencoder.base_channels}, c={run.autoencoder.latent_channels}")
+    lines = [f"walt-train: {what}",
+             f"  data: {run.data.dataset.value} {run.clip_frames}x{run.data.resolution}x{run.data.resolution} "
+             f"from {run.data.root}" + (f" (latent cache {run.data.latent_cache})" if run.data.latent_cache else ""),
+             f"  run directory: {run.run_dir}",
+             f"  {'resuming from ' + str(resume) if resume else 'fresh start'}, {run.trainer.get('max_steps')} steps"]
+    if run.stage == "diffusion":
+        t, h, w = run.model.input_size
+        grid = (t, h // run.model.patch_size, w // run.model.patch_size)
+        for kind in dict.fromkeys(run.model.blocks):
+            window = tuple(run.model.window(kind))
+            note = " (covers the whole token grid: full attention)" if kind != "full" and window == grid else ""
+            lines.append(f"  {kind} window (tokens): {'x'.join(map(str, window))}{note}")
+    return "\n".join(lines)
+
+
 def train_stage(run: RunConfig, build: Callable[[RunConfig], L.LightningModule] = build_module,
                 extra_results: Optional[dict] = None) -> dict:
     """Train `run` (built by `build`) unless its directory is complete; returns its results.json.
@@ -49,67 +142,90 @@ def train_stage(run: RunConfig, build: Callable[[RunConfig], L.LightningModule] 
     extra_results: sections merged into results.json before evaluation (e.g. the first stage's metrics).
     """
     run_dir = run.run_dir
-    if runs.is_complete(run_dir) and not run.force:
-        log.info("run %s is complete (marker %s); skipping. Use force=true to train again.", run_dir, runs.COMPLETED)
+    with run_lock(run_dir):
+        stored = run_dir / runs.CONFIG
+        if runs.is_complete(run_dir) and not run.force:
+            diff = differences(OmegaConf.to_container(OmegaConf.load(stored)), run.to_dict(),
+                               ignore=("paths", "force", "callbacks", "logger", "run_name")) if stored.exists() else []
+            if diff:
+                log.warning("run %s is complete but was trained with another config (%s); skipping it. Use "
+                            "force=true to train it again with this one, or a new run_name.", run_dir, "; ".join(diff))
+            else:
+                log.info("run %s is complete (marker %s); skipping. Use force=true to train again.", run_dir, runs.COMPLETED)
+            return runs.read_results(run_dir)
+        if run.force and any(p.name not in (".hydra", LOCK, f"{LOCK}.owner") and p.suffix != ".log"
+                             for p in run_dir.iterdir()):
+            log.info("force=true: the previous run is kept in %s; starting at step 0", set_aside(run_dir))
+        resume = resume_checkpoint(run_dir)
+        if resume is not None and stored.exists():
+            check_resume(run, stored)
+        log.info("%s", banner(run, resume))
+        runs.write_config(run_dir, run.to_dict(), list(run.overrides))
+        L.seed_everything(run.seed, workers=True)
+        module = build(run)
+        if run.ckpt_path and resume is None:
+            warm_start(module, run.ckpt_path)
+        # a resume at max_steps (an interrupted evaluation) trains nothing; steps/s and wall time come from the
+        # training clock saved in the checkpoints, so they stay those of the training sessions
+        trainer, results = fit(run, module, run.data.datamodule(), resume)
+        runs.update_results(run_dir, stage=run.stage, tags=list(run.tags), notes=run.notes,
+                            overrides=list(run.overrides), **results)
+        if extra_results:
+            runs.update_results(run_dir, **extra_results)  # dict sections (metrics) merge
+        if run.eval.after_train:  # before the marker: a killed evaluation resumes on re-run
+            from walt.eval.evaluate import evaluate_after_train
+
+            evaluate_after_train(run, module, trainer)
+        runs.mark_complete(run_dir)
+        log.info("finished %s: %s", run_dir, runs.read_results(run_dir).get("metrics"))
         return runs.read_results(run_dir)
-    runs.write_config(run_dir, run.to_dict(), list(run.overrides))
-    L.seed_everything(run.seed, workers=True)
-    datamodule = run.data.datamodule()
-    module = build(run)
-    trainer, results = fit(run, module, datamodule)
-    runs.update_results(run_dir, stage=run.stage, tags=list(run.tags), notes=run.notes,
-                        overrides=list(run.overrides), **results)
-    if extra_results:
-        runs.update_results(run_dir, **extra_results)  # dict sections (metrics) merge
-    if run.eval.after_train:  # before the marker: a killed evaluation resumes on re-run
-        from walt.eval.evaluate import evaluate_after_train
-
-        evaluate_after_train(run, module, trainer)
-    runs.mark_complete(run_dir)
-    log.info("finished %s: %s", run_dir, results["metrics"])
-    return runs.read_results(run_dir)
 
 
-def fit(run: RunConfig, module: L.LightningModule, datamodule: L.LightningDataModule) -> tuple[L.Trainer, dict]:
-    """(trainer, results) of training `module` with run.trainer / logger / callbacks in run.run_dir,
-    resuming from checkpoints/last.ckpt when it exists. failure.json records an error before it propagates."""
+def warm_start(module: L.LightningModule, path: str) -> None:
+    """ckpt_path=<file>: initialise the weights from another run's checkpoint (fresh optimizer, step 0)."""
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    missing, unexpected = module.load_state_dict(ckpt["state_dict"], strict=False)
+    if unexpected or [k for k in missing if not k.startswith("ema.")]:
+        raise ValueError(f"ckpt_path={path} does not fit this model: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    log.info("warm start: weights from %s (step %s); optimizer and step count start fresh", path, ckpt.get("global_step"))
+
+
+def fit(run: RunConfig, module: L.LightningModule, datamodule: L.LightningDataModule,
+        resume: Optional[Path] = None) -> tuple[L.Trainer, dict]:
+    """(trainer, results) of training `module` with run.trainer / logger / callbacks in run.run_dir, resuming
+    from `resume`. failure.json records an error before it propagates."""
     run_dir = run.run_dir
     tidy_lightning_logging()
     logger = instantiate(run.logger) if run.logger else False
-    callbacks = [instantiate(c) for c in run.callbacks.values()]
-    # Under Slurm, submitit owns requeueing (hydra/launcher=slurm); Lightning's own SIGUSR1 requeue must stay off.
-    plugins = [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else None
+    clock = TrainClock()
+    callbacks = [instantiate(c) for c in run.callbacks.values()] + [RNGState(), clock]
+    plugins = [AtomicCheckpointIO()]
+    if SLURMEnvironment.detect():
+        # Under Slurm, submitit owns requeueing (hydra/launcher=slurm); Lightning's own SIGUSR1 requeue stays off.
+        plugins.append(SLURMEnvironment(auto_requeue=False))
     trainer: L.Trainer = instantiate(run.trainer, logger=logger, callbacks=callbacks, plugins=plugins,
                                      default_root_dir=str(run_dir))
     if logger:
         # hp metrics are declared up front so the HPARAMS tab lines runs up by the same columns
         hp_metrics = (*getattr(module, "hp_metrics", ()), *(f"eval/{m}" for m in run.eval.stage_metrics(run.stage)))
         logger.log_hyperparams({**run.hparams(), "tags": ",".join(run.tags)}, metrics={m: math.nan for m in hp_metrics})
-
-    last = run_dir / runs.LAST_CKPT
-    start_step = 0
-    if last.exists():
-        start_step = torch.load(last, map_location="cpu", weights_only=True, mmap=True)["global_step"]
-        log.info("resuming from %s (step %d)", last, start_step)
-    start = time.perf_counter()
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if last.exists() else None)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume) if resume else None)
     except BaseException as err:
         runs.write_json_atomic(run_dir / runs.FAILED, {"error": repr(err), "traceback": traceback.format_exc(),
                                                        "global_step": trainer.global_step})
         raise
     if trainer.interrupted:
         raise RuntimeError(f"training of {run_dir} was interrupted at step {trainer.global_step}; re-run to resume")
-    wall = time.perf_counter() - start
-    steps = trainer.global_step - start_step
+    wall = clock.elapsed()
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.as_tensor(v).numel() == 1}
     return trainer, {
         "metrics": metrics,
         "global_step": trainer.global_step,
         "params": sum(p.numel() for p in module.parameters() if p.requires_grad),
         "wall_time_s": wall,
-        "steps_per_sec": steps / wall if wall > 0 else None,
+        "steps_per_sec": trainer.global_step / wall if wall > 0 else None,
         "peak_memory_bytes": torch.cuda.max_memory_allocated() if torch.cuda.is_available() else None,
     }
