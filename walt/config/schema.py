@@ -75,14 +75,15 @@ class DataConfig:
     synthetic: Optional[SyntheticConfig] = None
     latent_cache: Optional[str] = None
 
-    def datamodule(self, **changes):
-        """The VideoDataModule of these settings, with `changes` (e.g. latent_cache=None) applied."""
+    def datamodule(self, seed: int = 0, **changes):
+        """The VideoDataModule of these settings, with `changes` (e.g. latent_cache=None) applied; `seed`
+        fixes the train order of every epoch (the run's seed)."""
         import dataclasses
 
         from walt.data.datamodule import VideoDataModule
         from walt.utils import plain
 
-        return VideoDataModule(**plain(dataclasses.replace(self, **changes)))
+        return VideoDataModule(**plain(dataclasses.replace(self, **changes)), seed=seed)
 
 
 @dataclass

@@ -5,9 +5,11 @@ import logging
 from pathlib import Path
 
 import lightning as L
+import torch
 from torch.utils.data import DataLoader
 
 from walt.data.latents import LatentDataset
+from walt.data.sampling import ResumableSampler
 from walt.data.datasets import ClipDataset, ImageFolderClips, UCF101, VideoFolder
 from walt.data.synthetic import SyntheticSpec, generate, is_generated
 from walt.data.video import ClipSpec, Sampling
@@ -27,6 +29,7 @@ class VideoDataModule(L.LightningDataModule):
     synthetic: generator settings (a SyntheticSpec's fields) when dataset == synthetic.
     latent_cache: a directory holding train/ and val/ latent caches (walt-data encode); when set,
         batches carry normalised 'latents' instead of 'video' and stage 2 skips the encoder.
+    seed: the train order of epoch e is a function of (seed, e) (walt.data.sampling), so runs resume exactly.
     """
 
     def __init__(
@@ -48,6 +51,7 @@ class VideoDataModule(L.LightningDataModule):
         persistent_workers: bool = True,
         synthetic: dict | None = None,
         latent_cache: str | None = None,
+        seed: int = 0,
     ):
         super().__init__()
         if dataset not in DATASETS:
@@ -57,7 +61,7 @@ class VideoDataModule(L.LightningDataModule):
         self.resolution, self.crop = resolution, Sampling(crop)
         self.train_clip = ClipSpec(num_frames, frame_stride, Sampling(temporal_sampling))
         self.val_clip = ClipSpec(num_frames, frame_stride, Sampling.center)
-        self.batch_size, self.num_workers = batch_size, num_workers
+        self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed
         self.pin_memory, self.persistent_workers = pin_memory, persistent_workers and num_workers > 0
         self.synthetic_spec = SyntheticSpec(**(synthetic or {})) if dataset == "synthetic" else None
         self.latent_cache = latent_cache
@@ -100,14 +104,23 @@ class VideoDataModule(L.LightningDataModule):
             self.val_set = self.build(train=False)
 
     def loader(self, dataset: ClipDataset, shuffle: bool) -> DataLoader:
+        """Batches of `dataset`; the order (shuffled per epoch by seed and epoch) and the workers' seeds never
+        draw from the global RNG, and a resumed fit continues the interrupted epoch (walt.data.sampling)."""
+        generator = torch.Generator()
+        sampler = ResumableSampler(len(dataset), self.seed, shuffle=shuffle, generator=generator)
+        trainer = self.trainer if shuffle else None
+        if trainer is not None and trainer.global_step > 0:
+            done = trainer.fit_loop.epoch_loop.batch_progress.current.completed  # restored from the checkpoint
+            sampler.resume_at(trainer.current_epoch, done * self.batch_size)
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
-            shuffle=shuffle,
+            sampler=sampler,
             drop_last=shuffle,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
-            persistent_workers=self.persistent_workers,
+            persistent_workers=self.persistent_workers and self.num_workers > 0,
+            generator=generator,
         )
 
     def train_dataloader(self) -> DataLoader:

@@ -113,11 +113,8 @@ class PreemptionCheckpoint(L.Callback):
 
 class RNGState(L.Callback):
     """Puts the torch (CPU and CUDA), numpy and Python random states into every checkpoint and restores
-    them at the first training batch after a resume (after the data loader was set up, which draws from
-    them too), so diffusion noise, timesteps and self-conditioning coins continue as in an uninterrupted run."""
-
-    def __init__(self):
-        self._pending: dict | None = None
+    them when a run resumes, so diffusion noise, timesteps, self-conditioning coins and per-item augmentation
+    continue as in an uninterrupted run (the data loaders draw from their own generators, walt.data.sampling)."""
 
     def state_dict(self) -> dict:
         import random
@@ -129,17 +126,11 @@ class RNGState(L.Callback):
                                                            cached], "python": random.getstate(),
                 "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
 
-    def load_state_dict(self, state_dict: dict) -> None:
-        self._pending = state_dict
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        if self._pending is None:
-            return
+    def load_state_dict(self, state: dict) -> None:
         import random
 
         import numpy as np
 
-        state, self._pending = self._pending, None
         torch.set_rng_state(state["torch"])
         kind, keys, pos, has_gauss, cached = state["numpy"]
         np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))

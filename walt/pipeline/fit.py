@@ -167,7 +167,7 @@ def train_stage(run: RunConfig, build: Callable[[RunConfig], L.LightningModule] 
             warm_start(module, run.ckpt_path)
         # a resume at max_steps (an interrupted evaluation) trains nothing; steps/s and wall time come from the
         # training clock saved in the checkpoints, so they stay those of the training sessions
-        trainer, results = fit(run, module, run.data.datamodule(), resume)
+        trainer, results = fit(run, module, run.data.datamodule(seed=run.seed), resume)
         runs.update_results(run_dir, stage=run.stage, tags=list(run.tags), notes=run.notes,
                             overrides=list(run.overrides), **results)
         if extra_results:
