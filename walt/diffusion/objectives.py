@@ -6,9 +6,15 @@ With x_t = alpha x0 + sigma eps and alpha^2 + sigma^2 = 1:
 v is well defined at every noise level, including alpha = 0 (zero terminal SNR), where x_t = eps
 carries no information about x0 and eps prediction cannot give one: there x0 falls back to 0,
 the mean of normalised latents (the best guess given pure noise).
+
+Learned sigma (improved DDPM, Nichol & Dhariwal 2021; DiT; Latte): a model output with twice the
+latent channels is (prediction, variance values v in [-1, 1]); the reverse-step variance is
+exp(f log beta_t + (1 - f) log beta~_t) with f = (v + 1) / 2, trained by the VLB term with the mean
+frozen (L_hybrid = L_simple + L_vlb, iDDPM's lambda = 0.001 over T = 1000 steps, as DiT / Latte).
 """
 from __future__ import annotations
 
+import math
 from typing import Callable, Optional, Union
 
 import torch
@@ -68,6 +74,62 @@ def convert(
     return x0 if dst == "x0" else eps
 
 
+def split_output(out: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """A model output -> (prediction, variance values or None): learned sigma doubles the channels."""
+    if out.shape[1] == 2 * x.shape[1]:
+        pred, var_values = out.chunk(2, dim=1)
+        return pred, var_values
+    return out, None
+
+
+def learned_log_variance(var_values: torch.Tensor, beta: torch.Tensor, posterior_var: torch.Tensor) -> torch.Tensor:
+    """log of the reverse-step variance interpolated between beta~ (f = 0) and beta (f = 1)."""
+    frac = (var_values.float() + 1) / 2
+    return frac * beta.clamp_min(1e-20).log() + (1 - frac) * posterior_var.clamp_min(1e-20).log()
+
+
+def discretized_gaussian_log_likelihood(x: torch.Tensor, mean: torch.Tensor, log_var: torch.Tensor) -> torch.Tensor:
+    """log P(bin of x) under N(mean, exp(log_var)) with bins of width 2/255 on [-1, 1] (open-ended edges)."""
+    inv_std = (-0.5 * log_var).exp()
+    cdf_plus = torch.special.ndtr(inv_std * (x - mean + 1 / 255))
+    cdf_min = torch.special.ndtr(inv_std * (x - mean - 1 / 255))
+    log_mid = (cdf_plus - cdf_min).clamp_min(1e-12).log()
+    log_low, log_high = cdf_plus.clamp_min(1e-12).log(), (1 - cdf_min).clamp_min(1e-12).log()
+    return torch.where(x < -0.999, log_low, torch.where(x > 0.999, log_high, log_mid))
+
+
+def vlb_term(schedule: NoiseSchedule, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, x0_hat: torch.Tensor,
+             var_values: torch.Tensor) -> torch.Tensor:
+    """Per-sample L_t in bits per dimension (B,): KL(q(x_{t-1} | x_t, x0) || p(x_{t-1} | x_t)) for t > 0,
+    -log p(x0 | x_1) at t = 0 with iDDPM's discretised Gaussian (2/255-wide bins, edges at +-1), which
+    DiT and Latte apply to latents unchanged; it keeps the term >= 0 where a continuous density
+    would reward an ever smaller variance.
+
+    x0_hat: the model's x0 estimate (detached by the caller, so only the variance learns from it).
+    beta~_0 = 0 is replaced by beta~_1 (iDDPM's clipped log variance).
+    """
+    ndim = x0.ndim
+    shape = (-1,) + (1,) * (ndim - 1)
+
+    def coefficients(step):
+        ab_t, ab_s = schedule.alpha_bar(step).view(shape), schedule.alpha_bar(step - 1).view(shape)
+        beta = 1 - ab_t / ab_s
+        return ab_t, ab_s, beta, beta * (1 - ab_s) / (1 - ab_t)
+
+    ab_t, ab_s, beta, post_var = coefficients(t)
+    post_var = torch.where(t.view(shape) == 0, coefficients(torch.ones_like(t))[3], post_var)
+    c0, ct = ab_s.sqrt() * beta / (1 - ab_t), (1 - beta).sqrt() * (1 - ab_s) / (1 - ab_t)
+    x0, x_t, x0_hat = x0.float(), x_t.float(), x0_hat.float()
+    true_mean, model_mean = c0 * x0 + ct * x_t, c0 * x0_hat + ct * x_t
+    model_logvar = learned_log_variance(var_values, beta, post_var)
+    true_logvar = post_var.clamp_min(1e-20).log()
+    kl = 0.5 * (-1 + model_logvar - true_logvar + (true_logvar - model_logvar).exp()
+                + (true_mean - model_mean) ** 2 * (-model_logvar).exp())
+    nll = -discretized_gaussian_log_likelihood(x0, model_mean, model_logvar)
+    per_elem = torch.where(t.view(shape) == 0, nll, kl)
+    return per_elem.flatten(1).mean(1) / math.log(2.0)
+
+
 def diffusion_loss(
     model_fn: Callable[..., torch.Tensor],
     schedule: NoiseSchedule,
@@ -79,7 +141,8 @@ def diffusion_loss(
     noise: Optional[torch.Tensor] = None,
     generator: Optional[torch.Generator] = None,
 ) -> torch.Tensor:
-    """L2 between the model output and the `prediction` target, mean over all elements.
+    """L2 between the model output and the `prediction` target, mean over all elements; with a
+    learned-sigma output (2x channels) plus the VLB term of its variance (see the module docstring).
 
     model_fn(x_t, t, self_cond) -> prediction; conditioning (labels, context, ...) is closed over.
     self_condition: per-sample coins (B,) bool, or one bool for the batch: where True, a first no-grad
@@ -98,8 +161,12 @@ def diffusion_loss(
     coins = torch.as_tensor(self_condition, device=x0.device).expand(B)
     if coins.any():
         with torch.no_grad():
-            first = model_fn(x_t, t, None)
+            first = split_output(model_fn(x_t, t, None), x0)[0]
             self_cond = to_x0_eps(prediction, first.float(), x_t, alpha, sigma)[0].to(x0.dtype).detach()
             self_cond = self_cond * coins.view(B, *([1] * (x0.ndim - 1))).to(x0.dtype)
-    pred = model_fn(x_t, t, self_cond)
-    return (pred.float() - target(prediction, x0, noise, alpha, sigma).float()).pow(2).mean()
+    pred, var_values = split_output(model_fn(x_t, t, self_cond), x0)
+    loss = (pred.float() - target(prediction, x0, noise, alpha, sigma).float()).pow(2).mean()
+    if var_values is not None:
+        x0_hat = to_x0_eps(prediction, pred.detach().float(), x_t.float(), alpha.float(), sigma.float())[0]
+        loss = loss + vlb_term(schedule, x0, x_t, t, x0_hat, var_values).mean()
+    return loss

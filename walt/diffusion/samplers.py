@@ -11,7 +11,7 @@ from typing import Any, Callable, Mapping, Optional
 import torch
 
 from walt.diffusion.config import DiffusionConfig
-from walt.diffusion.objectives import to_x0_eps
+from walt.diffusion.objectives import learned_log_variance, split_output, to_x0_eps
 from walt.diffusion.schedules import NoiseSchedule
 
 ModelFn = Callable[[torch.Tensor, torch.Tensor, Optional[torch.Tensor]], torch.Tensor]
@@ -62,19 +62,22 @@ class ClassifierFreeGuidance:
             kwargs[key] = None if value is None else torch.cat([value, other])
         double = lambda z: None if z is None else torch.cat([z, z])  # noqa: E731
         out_cond, out_uncond = self.model(double(x), double(t), self_cond=double(self_cond), **kwargs).chunk(2)
+        (cond, var_values), (uncond, _) = split_output(out_cond, x), split_output(out_uncond, x)
         w = guidance_weight(t, self.scale, self.schedule, self.power, self.num_timesteps)
-        w = w.view(-1, *([1] * (x.ndim - 1))).to(out_cond.dtype)
-        return out_uncond + w * (out_cond - out_uncond)
+        w = w.view(-1, *([1] * (x.ndim - 1))).to(cond.dtype)
+        guided = uncond + w * (cond - uncond)
+        # learned sigma: guide the prediction, keep the conditional variance (as DiT)
+        return guided if var_values is None else torch.cat([guided, var_values], dim=1)
 
 
 def _estimates(model_fn, schedule, x, t, self_cond, prediction, clip_x0):
     alpha, sigma = schedule.alpha_sigma(t, x.ndim, torch.float32)
-    pred = model_fn(x, t, self_cond).float()
+    pred, var_values = split_output(model_fn(x, t, self_cond).float(), x)
     x0, eps = to_x0_eps(prediction, pred, x, alpha, sigma)
     if clip_x0 is not None:
         x0 = x0.clamp(-clip_x0, clip_x0)
         eps = torch.where(sigma > 0, (x - alpha * x0) / sigma.clamp_min(1e-12), eps)
-    return x0, eps
+    return x0, eps, var_values
 
 
 @torch.no_grad()
@@ -90,7 +93,7 @@ def ddim_sample(model_fn: ModelFn, schedule: NoiseSchedule, noise: torch.Tensor,
     for i, step in enumerate(ts):
         prev = ts[i + 1] if i + 1 < len(ts) else -1
         t = torch.full((x.shape[0],), step, device=x.device, dtype=torch.long)
-        x0, eps = _estimates(model_fn, schedule, x, t, x0 if self_condition else None, prediction, clip_x0)
+        x0, eps, _ = _estimates(model_fn, schedule, x, t, x0 if self_condition else None, prediction, clip_x0)
         ab_t = schedule.alpha_bar(t[:1]).view(1)
         ab_s = schedule.alpha_bar(torch.full_like(t[:1], prev)).view(1)
         std = eta * ((1 - ab_s) / (1 - ab_t)).sqrt() * (1 - ab_t / ab_s).clamp_min(0).sqrt()
@@ -104,13 +107,16 @@ def ddim_sample(model_fn: ModelFn, schedule: NoiseSchedule, noise: torch.Tensor,
 def ddpm_sample(model_fn: ModelFn, schedule: NoiseSchedule, noise: torch.Tensor, *, steps: Optional[int] = None,
                 prediction: str = "v", spacing: str = "trailing", self_condition: bool = False,
                 clip_x0: Optional[float] = None, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-    """Ancestral sampling from the posterior q(x_s | x_t, x0_hat); steps=None uses every timestep."""
+    """Ancestral sampling from the posterior q(x_s | x_t, x0_hat); steps=None uses every timestep.
+
+    The step variance is the posterior's beta~, or the model's learned one (learned sigma).
+    """
     x, x0 = noise.float(), None
     ts = sampling_timesteps(schedule.num_timesteps, steps or schedule.num_timesteps, spacing)
     for i, step in enumerate(ts):
         prev = ts[i + 1] if i + 1 < len(ts) else -1
         t = torch.full((x.shape[0],), step, device=x.device, dtype=torch.long)
-        x0, _ = _estimates(model_fn, schedule, x, t, x0 if self_condition else None, prediction, clip_x0)
+        x0, _, var_values = _estimates(model_fn, schedule, x, t, x0 if self_condition else None, prediction, clip_x0)
         ab_t = schedule.alpha_bar(t[:1]).view(1)
         ab_s = schedule.alpha_bar(torch.full_like(t[:1], prev)).view(1)
         beta = 1 - ab_t / ab_s  # beta of the (respaced) step s -> t
@@ -118,7 +124,8 @@ def ddpm_sample(model_fn: ModelFn, schedule: NoiseSchedule, noise: torch.Tensor,
         var = beta * (1 - ab_s) / (1 - ab_t)
         x = mean
         if prev >= 0:
-            x = x + var.sqrt() * torch.randn(x.shape, device=x.device, generator=generator)
+            std = var.sqrt() if var_values is None else (0.5 * learned_log_variance(var_values, beta, var)).exp()
+            x = x + std * torch.randn(x.shape, device=x.device, generator=generator)
     return x
 
 
