@@ -1,8 +1,20 @@
-"""`walt-tables <sweep-or-runs-dir>`: collect runs, write the paper-layout tables and plots.
+"""`walt-tables <sweep-or-runs dir>...`: collect runs, write the tables the runs fill, with plots.
 
-Writes into --out (default <dir>/tables): all_runs.csv (every collected run, one row each),
-table3X.md / .tex / .png per Table 3 sub-table, main_results.md / .tex; prints the Markdown
-tables and where the files went.
+    walt-tables outputs/multirun/demo                 every table the sweep ran, no flags needed
+    walt-tables outputs/multirun --tables 3a,3c       those tables (written when any row has runs)
+    walt-tables --checkpoints outputs/runs/a outputs/runs/b    metric against checkpoint step
+
+Writes into --out (default <dir>/tables):
+  all_runs.csv            one row per run: run_dir, status, the config keys that differ between runs,
+                          metrics, results fields, then other differing columns; paths relative to <dir>
+  all_runs_constants.csv  every column with one value in all runs (column, value)
+  table3X.md/.tex/.csv/.png, main_results.md/.tex/.csv, tablelayouts.md/.tex/.csv/.png
+Which tables: by default (--tables auto) every Table 3 sub-table whose rows are filled for at least
+two values of its axis (the sweep varied it), the cross-paper layout table when runs use at least two
+layouts, and the main-results table when any of its rows has runs; a table left out is named with the
+reason, and its old files in --out are removed. Rows: mean ± standard error over seeds, n, and a
+resolved / not-resolved mark against the paper-default row (analysis.stats). Which runs a table
+compares: the control rule (analysis.control), explained in every table's notes.
 """
 from __future__ import annotations
 
@@ -15,32 +27,52 @@ from typing import Sequence
 import yaml
 
 from analysis import render
-from analysis.collect import collect_runs
-from analysis.main_table import main_results
-from analysis.plots import plot_table
-from analysis.tables import TABLE3, table3
+from analysis.collect import collect_many, common_root, write_runs_csv
+from analysis.control import MODES
+from analysis.tables import TABLE3
 
-TABLE_NAMES = (*TABLE3, "main")
+TABLE_NAMES = (*TABLE3, "main", "layouts")
+CONTROL_HELP = (
+    "which runs a table compares (default auto): auto = hold every other varying config key at one value "
+    "(another Table 3 axis at the paper default when some runs have it, else at the value that fills the "
+    "most rows); seeds are replicates; paper = other Table 3 axes at the paper default only; none = every "
+    "matching run")
+_STEMS = {"main": "main_results"}
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="walt-tables", description=__doc__.split("\n")[0])
-    p.add_argument("root", type=Path, help="a sweep or runs directory (searched recursively)")
-    p.add_argument("--out", type=Path, help="output folder (default: <root>/tables)")
-    p.add_argument("--tables", default=",".join(TABLE_NAMES),
-                   help=f"comma-separated subset of {','.join(TABLE_NAMES)} (default: all)")
+    p = argparse.ArgumentParser(prog="walt-tables", description=__doc__.split("\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog=__doc__.split("\n", 2)[2])
+    p.add_argument("roots", nargs="+", type=Path, metavar="DIR",
+                   help="sweep or runs directories (searched recursively); with --checkpoints: run directories")
+    p.add_argument("--out", type=Path, help="output folder (default: <DIR>/tables, or <common parent>/tables)")
+    p.add_argument("--tables", default="auto",
+                   help=f"auto (default: the tables the runs fill), all, or a comma-separated subset of "
+                        f"{','.join(TABLE_NAMES)}")
     p.add_argument("--where", action="append", default=[], metavar="KEY=VALUE",
                    help="only runs whose config KEY equals VALUE (YAML value; repeatable), "
                         "e.g. --where data.dataset=ucf101")
-    p.add_argument("--no-control", action="store_true",
-                   help="also use runs whose other Table 3 axes are off the paper default")
+    p.add_argument("--control", choices=MODES, default="auto", help=CONTROL_HELP)
+    p.add_argument("--no-control", action="store_true", help="same as --control none")
     p.add_argument("--include-incomplete", action="store_true",
-                   help="also use runs without the COMPLETED marker")
+                   help="also use runs without the COMPLETED marker (or with failure.json)")
+    p.add_argument("--checkpoints", action="store_true",
+                   help="metric-against-step tables and plots from results.json `checkpoints` of the given runs")
+    p.add_argument("--metrics", default="",
+                   help="with --checkpoints: comma-separated metrics to include (default: all evaluated)")
     args = p.parse_args(argv)
-    args.tables = [t.strip() for t in args.tables.split(",") if t.strip()]
+    if args.no_control:
+        args.control = "none"
+    text = args.tables.strip()
+    args.auto = text == "auto"
+    if text in ("auto", "all"):
+        args.tables = list(TABLE_NAMES)
+    else:
+        args.tables = [t.strip() for t in text.split(",") if t.strip()]
     unknown = [t for t in args.tables if t not in TABLE_NAMES]
     if unknown:
-        p.error(f"unknown table(s) {unknown}; choose from {', '.join(TABLE_NAMES)}")
+        p.error(f"unknown table(s) {unknown}; choose from auto, all, {', '.join(TABLE_NAMES)}")
     where = {}
     for item in args.where:
         key, sep, value = item.partition("=")
@@ -48,39 +80,119 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
             p.error(f"--where expects KEY=VALUE, got {item!r}")
         where[key.strip()] = yaml.safe_load(value)
     args.where = where
+    args.metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
     return args
 
 
+def build(name: str, runs, args):
+    """Table `name` from the collected runs under the CLI's options."""
+    options = dict(where=args.where, completed_only=not args.include_incomplete)
+    if name == "main":
+        from analysis.main_table import main_results
+
+        return main_results(runs, **options)
+    if name == "layouts":
+        from analysis.layouts import layout_table
+
+        return layout_table(runs, control=args.control, **options)
+    from analysis.tables import table3
+
+    return table3(runs, name, control=args.control, **options)
+
+
+def wanted(name: str, table, auto: bool) -> tuple[bool, str]:
+    """(write it?, why not): auto mode needs the axis varied (>= 2 filled rows; main: any row)."""
+    filled = table.filled_rows
+    if not filled:
+        return False, "no runs" + (": " + "; ".join(table.diagnostics) if table.diagnostics else "")
+    if auto and name != "main" and len(filled) < 2:
+        why = "; ".join(table.diagnostics) or f"only row {filled[0]} has runs"
+        return False, f"{why} (--tables {name} writes it anyway)"
+    return True, ""
+
+
+def _stale(out: Path, name: str) -> list[Path]:
+    stem = _STEMS.get(name, f"table{name}")
+    return [out / f"{stem}.{ext}" for ext in ("md", "tex", "csv", "png") if (out / f"{stem}.{ext}").exists()]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of `walt-tables`; returns the exit status."""
+    """Entry point of `walt-tables`; returns the exit status (2: a directory is missing; 1: tables were
+    asked for by name and none could be written)."""
     args = parse_args(argv)
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    if not args.root.is_dir():
-        print(f"walt-tables: no such directory: {args.root}", file=sys.stderr)
+    missing = [r for r in args.roots if not r.is_dir()]
+    if missing:
+        print(f"walt-tables: no such directory: {', '.join(map(str, missing))}", file=sys.stderr)
         return 2
-    out = args.out or args.root / "tables"
-    out.mkdir(parents=True, exist_ok=True)
+    root = Path(common_root(args.roots))
+    out = args.out or root / "tables"
+    if args.checkpoints:
+        return _checkpoints(args, out)
 
-    runs = collect_runs(args.root)
+    runs = collect_many(args.roots)
     skipped = runs.attrs.get("skipped", [])
-    csv_path = out / "all_runs.csv"
-    runs.to_csv(csv_path, index=False)
+    written = write_runs_csv(runs, out, root)
     n_done = int(runs["completed"].sum()) if len(runs) else 0
-    print(f"collected {len(runs)} run(s) under {args.root}: {n_done} completed, {len(skipped)} unreadable skipped")
+    print(f"collected {len(runs)} run(s) under {', '.join(map(str, args.roots))}: {n_done} completed, "
+          f"{len(skipped)} unreadable skipped")
     for s in skipped:
         print(f"  skipped {s['run_dir']}: {s['reason']}")
+    print(f"control rule ({args.control}): {_rule_line(args.control)}")
 
-    written = [csv_path]
-    options = dict(where=args.where, completed_only=not args.include_incomplete)
+    left_out = []
     for name in args.tables:
-        if name == "main":
-            table = main_results(runs, **options)
-            written += render.write(table, out, stem="main_results").values()
-        else:
-            table = table3(runs, name, control=not args.no_control, **options)
-            written += render.write(table, out).values()
-            written.append(plot_table(table, out / f"table{name}.png"))
+        table = build(name, runs, args)
+        ok, why = wanted(name, table, args.auto)
+        if not ok:
+            left_out.append((name, why))
+            if args.auto:
+                for path in _stale(out, name):
+                    path.unlink()
+            continue
+        stem = _STEMS.get(name, f"table{name}")
+        written += render.write(table, out, stem=stem).values()
+        if name != "main":
+            from analysis.plots import plot_table
+
+            written.append(plot_table(table, out / f"{stem}.png"))
+        print()
+        print(render.to_markdown(table), end="")
+    print()
+    if left_out:
+        print("tables not written:")
+        for name, why in left_out:
+            print(f"  {name}: {why}")
+    print(f"wrote {len(written)} file(s) to {out}:")
+    for path in written:
+        print(f"  {path}")
+    if not args.auto and len(left_out) == len(args.tables):
+        return 1
+    return 0
+
+
+def _rule_line(mode: str) -> str:
+    if mode == "auto":
+        return ("each table compares runs that differ in its own axis (and seed, the replicates); every other "
+                "config key that varies is held at one value: the paper default when some runs have it, else "
+                "the value that fills the most rows. Each table's notes say what was held.")
+    if mode == "paper":
+        return "each table keeps runs whose other Table 3 axes are at the paper default (absent = default)."
+    return "no filter: a row averages every run that matches it."
+
+
+def _checkpoints(args, out: Path) -> int:
+    from analysis.checkpoints import write_checkpoint_tables
+
+    written, tables = write_checkpoint_tables(args.roots, out, args.metrics or None)
+    if not tables:
+        print("walt-tables --checkpoints: no evaluated checkpoints (results.json `checkpoints`, or metrics with "
+              "a global_step) in " + ", ".join(map(str, args.roots))
+              + ("; --metrics " + ",".join(args.metrics) + " matched none" if args.metrics else "")
+              + ". Evaluate checkpoints first: walt-eval <run> ckpt=all", file=sys.stderr)
+        return 1
+    for table in tables:
         print()
         print(render.to_markdown(table), end="")
     print()

@@ -3,6 +3,9 @@
 pandas' own writers need optional packages (to_markdown: tabulate, to_latex: jinja2) that the
 suite does not depend on, and they would print NaN as "nan": here a missing number is written as a
 dash (Markdown "—", LaTeX "--"), never as 0, and paper numbers keep the paper's decimals.
+Ours is written "mean ± SE" in one cell (the SE column is folded in; with n = 1 the mean alone), and
+each metric's header carries its direction: ↓ lower is better, ↑ higher is better. The table's
+numbers, SE columns included, also go to <stem>.csv.
 """
 from __future__ import annotations
 
@@ -13,9 +16,11 @@ from typing import Any
 
 import pandas as pd
 
-from analysis.tables import MISSING_TEXT, Table
+from analysis.aggregate import MISSING_TEXT, Table
+from analysis.stats import ARROWS
 
 LATEX_MISSING = "--"
+_LATEX_ARROWS = {"↓": r"$\downarrow$", "↑": r"$\uparrow$", "±": r"$\pm$", "<": r"$<$", ">": r"$>$"}
 _LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
                   "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "—": "--"}
 
@@ -42,27 +47,57 @@ def format_number(x: Any, decimals: int | None = None, missing: str = MISSING_TE
     return f"{x:.{decimals}f}"
 
 
+def shown_columns(table: Table) -> list[str]:
+    """The frame's columns as written: SE columns are folded into their ours column."""
+    folded = set(table.errors.values())
+    return [c for c in table.frame.columns if c not in folded]
+
+
+def header(table: Table, column: str) -> str:
+    """A column's header: its name, with the metric's direction arrow (↓ / ↑) where it has one."""
+    better = table.direction_of_column(column)
+    return f"{column} {ARROWS[better]}" if better in ARROWS else str(column)
+
+
 def cells(table: Table, missing: str = MISSING_TEXT) -> list[list[str]]:
-    """The table body as strings, column by column formatted as `table.decimals` says."""
+    """The table body as strings, column by column formatted as `table.decimals` says; ours columns
+    with an SE column read "mean ± SE" (the mean alone when the SE is undefined, n < 2)."""
     frame = table.frame
     ours = {o for _, o in table.columns.values()}
-    columns = [[format_number(v, table.decimals.get(c), missing, widen=c in ours) for v in frame[c].tolist()]
-               for c in frame.columns]
+    columns = []
+    for c in shown_columns(table):
+        text = [format_number(v, table.decimals.get(c), missing, widen=c in ours) for v in frame[c].tolist()]
+        if c in table.errors:
+            se = frame[table.errors[c]].tolist()
+            text = [t if t == missing or not _finite(e) else f"{t} ± {_format_like(e, t)}" for t, e in zip(text, se)]
+        columns.append(text)
     return [list(row) for row in zip(*columns)]
+
+
+def _finite(x: Any) -> bool:
+    return isinstance(x, numbers.Number) and not isinstance(x, bool) and math.isfinite(float(x))
+
+
+def _format_like(x: float, mean_text: str) -> str:
+    """`x` with as many decimals as the mean's text (at least 2 significant digits of x)."""
+    decimals = len(mean_text.split(".", 1)[1]) if "." in mean_text else 0
+    if x != 0:
+        decimals = max(decimals, 1 - math.floor(math.log10(abs(x))))
+    return f"{x:.{decimals}f}"
 
 
 def alignment(table: Table) -> list[str]:
     """"l" for the label column and text columns, "r" for numbers."""
     return ["l" if i == 0 or not pd.api.types.is_numeric_dtype(table.frame[c]) else "r"
-            for i, c in enumerate(table.frame.columns)]
+            for i, c in enumerate(shown_columns(table))]
 
 
 def to_markdown(table: Table, *, heading: bool = True) -> str:
     """A pipe table (first column left-aligned, numbers right-aligned) plus its notes."""
-    header = [str(c) for c in table.frame.columns]
+    heads = [header(table, c) for c in shown_columns(table)]
     rows = cells(table)
     lines = [f"### {table.caption}", ""] if heading else []
-    lines.append("| " + " | ".join(_md_escape(h) for h in header) + " |")
+    lines.append("| " + " | ".join(_md_escape(h) for h in heads) + " |")
     lines.append("|" + "|".join(":---" if a == "l" else "---:" for a in alignment(table)) + "|")
     lines += ["| " + " | ".join(_md_escape(c) for c in row) + " |" for row in rows]
     if table.notes:
@@ -73,12 +108,12 @@ def to_markdown(table: Table, *, heading: bool = True) -> str:
 
 def to_latex(table: Table) -> str:
     """A booktabs `tabular` (needs \\usepackage{booktabs}); caption and notes as % comments."""
-    header = [latex_escape(str(c)) for c in table.frame.columns]
+    heads = [latex_escape(header(table, c)) for c in shown_columns(table)]
     rows = cells(table, missing=LATEX_MISSING)
     lines = [f"% {table.caption}"] + [f"% {n.replace(MISSING_TEXT, LATEX_MISSING)}" for n in table.notes]
     lines.append(r"\begin{tabular}{" + "".join(alignment(table)) + "}")
     lines.append(r"\toprule")
-    lines.append(" & ".join(header) + r" \\")
+    lines.append(" & ".join(heads) + r" \\")
     lines.append(r"\midrule")
     for row in rows:
         lines.append(" & ".join(c if c == LATEX_MISSING else latex_escape(c) for c in row) + r" \\")
@@ -88,7 +123,7 @@ def to_latex(table: Table) -> str:
 
 
 def latex_escape(text: str) -> str:
-    return "".join(_LATEX_ESCAPES.get(ch, ch) for ch in text)
+    return "".join(_LATEX_ESCAPES.get(ch, _LATEX_ARROWS.get(ch, ch)) for ch in text)
 
 
 def _md_escape(text: str) -> str:
@@ -96,11 +131,13 @@ def _md_escape(text: str) -> str:
 
 
 def write(table: Table, out_dir: str | Path, stem: str | None = None) -> dict[str, Path]:
-    """Write <stem>.md and <stem>.tex (stem defaults to "table<key>"); returns {"md": path, "tex": path}."""
+    """Write <stem>.md, <stem>.tex and <stem>.csv (the numbers, SE columns included; stem defaults to
+    "table<key>"); returns {"md": path, "tex": path, "csv": path}."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = stem or f"table{table.key}"
-    paths = {"md": out_dir / f"{stem}.md", "tex": out_dir / f"{stem}.tex"}
+    paths = {"md": out_dir / f"{stem}.md", "tex": out_dir / f"{stem}.tex", "csv": out_dir / f"{stem}.csv"}
     paths["md"].write_text(to_markdown(table))
     paths["tex"].write_text(to_latex(table))
+    table.frame.to_csv(paths["csv"], index=False)
     return paths

@@ -2,23 +2,28 @@
 
 A run belongs to a row when its resolved config matches the row's spec in TABLE3 (the one place
 that knows the config key names: they belong to the model / autoencoder / diffusion code, so when
-one is renamed, change it here). Several matching runs (seeds) are averaged and counted in `n`.
-By default a table only uses runs whose *other* Table 3 axes sit at the paper's default (or are
-absent from their config), so one runs folder holding every sweep still gives controlled
-comparisons; `control=False` drops that filter. Rows without runs stay NaN, never 0.
+one is renamed, change it here). Which matching runs a table compares is decided by the control rule
+(analysis.control: by default every other varying key is held at the paper default when runs have
+it, else at the value that fills the most rows; seeds are replicates). A row shows the mean over its
+runs ± standard error and n, and a mark saying whether it differs from the paper-default row beyond
+noise (analysis.stats.RULE). Rows without runs stay NaN, never 0.
 """
 from __future__ import annotations
 
 import math
-from collections import Counter
-from dataclasses import dataclass, field
-from typing import Any, Mapping
+import os
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
 from analysis import reference
+from analysis.aggregate import MISSING_TEXT, Table, add_quantity, completed, nanmean  # noqa: F401 (re-exported)
+from analysis.collect import config_columns
+from analysis.control import apply_control, canon, count_values, show
+from analysis.matching import DefaultsTo, Spec, lookup, matches, spec_keys
 from analysis.metrics import QUANTITIES, choose_source, is_synthetic, source_label, value
-from analysis.matching import MISSING, DefaultsTo, Spec, filter_runs, lookup, matches, spec_keys, window_label
+from analysis.stats import RULE
 
 
 @dataclass(frozen=True)
@@ -62,13 +67,13 @@ TABLE3: dict[str, Axis] = {
         str(r): {"model.adaln_lora_rank": r} for r in (2, 4, 16, 64, 256)
     }),
     "3e": Axis("Other design choices", "setting", "full method", {
-        "w/o qk-norm": {"model.qk_norm": False, "autoencoder.normalize_latents": _ON,
+        "w/o qk-norm": {"model.qk_norm": False, "diffusion.normalize_latents": _ON,
                         "diffusion.zero_terminal_snr": _ON},
-        "w/o latent norm": {"model.qk_norm": _ON, "autoencoder.normalize_latents": False,
+        "w/o latent norm": {"model.qk_norm": _ON, "diffusion.normalize_latents": False,
                             "diffusion.zero_terminal_snr": _ON},
-        "w/o zero terminal SNR": {"model.qk_norm": _ON, "autoencoder.normalize_latents": _ON,
+        "w/o zero terminal SNR": {"model.qk_norm": _ON, "diffusion.normalize_latents": _ON,
                                   "diffusion.zero_terminal_snr": False},
-        "full method": {"model.qk_norm": _ON, "autoencoder.normalize_latents": _ON,
+        "full method": {"model.qk_norm": _ON, "diffusion.normalize_latents": _ON,
                         "diffusion.zero_terminal_snr": _ON},
     }),
     "3f": Axis("Latent channels", "latent channels c", "8", {
@@ -80,97 +85,189 @@ MIX_KEYS = ("data.dataset",)
 # --------------------------------------------------------------------------------------------
 
 EXTRA_QUANTITIES = ("steps_per_sec", "params_m", "rfvd")  # shown where the paper has them
+OURS_ONLY = ("acc",)  # ours-only quantities, shown when any run of the table reports them
 COUNTED = {"fvd": "n", "rfvd": "n (rFVD)"}  # run counts shown for these quantities
-MISSING_TEXT = "—"
+CONTROL_MODES = ("auto", "paper", "none")
 
 
-@dataclass
-class Table:
-    """A built table: `frame` holds numbers (NaN = no run); the rest tells writers how to show it."""
-
-    key: str
-    title: str
-    frame: pd.DataFrame
-    axis_column: str
-    columns: dict[str, tuple[str, str]] = field(default_factory=dict)  # quantity -> (paper, ours)
-    sources: dict[str, str] = field(default_factory=dict)  # quantity -> results metric used for ours
-    decimals: dict[str, int] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def caption(self) -> str:
-        name = f"Table {self.key}: " if self.key[:1].isdigit() else ""
-        return f"W.A.L.T {name}{self.title} (paper vs ours)"
+def axis_keys(key: str) -> set[str]:
+    """The config keys the rows of sub-table `key` are defined by."""
+    return set().union(*(spec_keys(s) for s in TABLE3[key].rows.values()))
 
 
-def table3(runs: pd.DataFrame, key: str, *, where: Mapping[str, Any] | None = None, control: bool = True,
+def paper_defaults(key: str | None = None, exclude: Sequence[str] = ()) -> dict[str, Any]:
+    """{config key: paper default} of every Table 3 axis other than `key` (the control's preferred values),
+    leaving out the keys of `key`'s own axis and `exclude`."""
+    skip = set(exclude) | (axis_keys(key) if key else set())
+    out: dict[str, Any] = {}
+    for other, axis in TABLE3.items():
+        spec = axis.rows[axis.default]
+        if other == key or not isinstance(spec, Mapping):
+            continue
+        for k, v in spec.items():
+            if k not in skip:
+                out.setdefault(k, v)
+    return out
+
+
+def is_stage2(run: Mapping[str, Any]) -> bool:
+    """A latent-diffusion run (or one that does not say its stage)."""
+    stage = lookup(run, "stage")
+    return stage is None or canon(stage) in ("diffusion", "(absent)")
+
+
+def is_stage1(run: Mapping[str, Any]) -> bool:
+    return canon(lookup(run, "stage")) == "autoencoder"
+
+
+def _control_mode(control: Any) -> str:
+    if control is True:
+        return "auto"
+    if control is False or control is None:
+        return "none"
+    if control not in CONTROL_MODES:
+        raise ValueError(f"control={control!r} is not one of {CONTROL_MODES}")
+    return control
+
+
+def select(matching: Sequence[tuple[str, Mapping[str, Any]]], *, where: Mapping[str, Any] | None,
+           completed_only: bool, what: str) -> tuple[list, list[str], list[str]]:
+    """Apply --where and the completion filter to (row, run) pairs: (kept, notes, diagnostics).
+
+    diagnostics say, when a filter leaves no run, which one and which flag to add.
+    """
+    notes, diagnostics = [], []
+    kept = list(matching)
+    if where:
+        after = [(lb, r) for lb, r in kept if matches(r, where)]
+        if kept and not after:
+            for k, v in where.items():
+                values = count_values([r for _, r in kept], k)
+                have = ", ".join(f"{val} ({n})" for val, n in sorted(values.items()))
+                diagnostics.append(f"--where {k}={show(v)} leaves none of the {len(kept)} run(s) of {what} "
+                                   f"(they have {k} = {have}); drop or change --where")
+        kept = after
+    if completed_only:
+        done = [(lb, r) for lb, r in kept if completed(r)]
+        pending = len(kept) - len(done)
+        if pending:
+            notes.append(f"{pending} matching run(s) not completed (or failed) are left out "
+                         f"(--include-incomplete includes them).")
+        if kept and not done:
+            diagnostics.append(f"none of the {len(kept)} run(s) of {what} has completed (COMPLETED marker, no "
+                               f"failure.json): add --include-incomplete to use them")
+        kept = done
+    return kept, notes, diagnostics
+
+
+def table3(runs: pd.DataFrame, key: str, *, where: Mapping[str, Any] | None = None, control: Any = "auto",
            completed_only: bool = True) -> Table:
     """Sub-table `key` ("3a".."3f") of W.A.L.T Table 3 from collected runs (analysis.collect).
 
     where: extra {config key: value} every run must match (e.g. {"data.dataset": "ucf101"}).
-    control: keep only runs whose other Table 3 axes are at the paper default or absent.
+    control: "auto" (default; True), "paper" or "none" (False): see analysis.control.
     completed_only: leave out runs without the COMPLETED marker or with failure.json.
     """
     if key not in TABLE3:
         raise KeyError(f"unknown table {key!r}; available: {', '.join(TABLE3)}")
+    mode = _control_mode(control)
     axis = TABLE3[key]
     ref, ref_text = _reference_rows(key, axis)
-    records = filter_runs(runs.to_dict("records"), where)
-    baseline = {k: a.rows[a.default] for k, a in TABLE3.items() if k != key}
-    members: dict[str, list[dict]] = {label: [] for label in axis.rows}
-    off_default: Counter = Counter()  # other sub-table -> runs left out for being off its default
-    n_off = n_pending = 0
-    for run in records:
-        label = next((lb for lb, spec in axis.rows.items() if matches(run, spec)), None)
-        if label is None:
-            continue
-        off = [k for k, s in baseline.items() if not matches(run, s, absent_ok=True)]
-        if control and off:
-            off_default.update(off)
-            n_off += 1
-        elif completed_only and not completed(run):
-            n_pending += 1
-        else:
-            members[label].append(run)
-    notes: list[str] = []
-    if n_pending:
-        notes.append(f"{n_pending} matching run(s) not completed (or failed) are left out.")
-    if off_default:
-        which = ", ".join(f"{k} ({n})" for k, n in sorted(off_default.items()))
-        notes.append(f"{n_off} run(s) of other ablations are left out: another Table 3 axis is off the "
-                     f"paper default ({which}); control=False (--no-control) includes them.")
-    notes += _mixing_notes(members, axis, baseline)
+    records = runs.to_dict("records")
+    own = axis_keys(key)
+    axis_text = f"{axis.label} ({', '.join(sorted(own))})"
 
-    quantities = ["fvd", "is"] + [q for q in EXTRA_QUANTITIES if ref[q].notna().any()]
+    def row_of(run):
+        return next((lb for lb, spec in axis.rows.items() if matches(run, spec)), None)
+
+    matching = [(lb, r) for r in records if is_stage2(r) for lb in [row_of(r)] if lb is not None]
+    diagnostics = []
+    if not matching:
+        diagnostics.append(f"no stage-2 run sets {axis_text} to a row's value "
+                           f"({', '.join(axis.rows)})")
+    selected, notes, diag = select(matching, where=where, completed_only=completed_only, what=f"Table {key}")
+    diagnostics += diag
+    kept, report = apply_control(selected, axis_keys=own, axis=axis_text, preferred=paper_defaults(key),
+                                 config_keys=config_columns(runs), mode=mode)
+    if selected and not kept:
+        which = "; ".join(h.text() for h in report.holds)
+        diagnostics.append(f"--control paper leaves none of the {len(selected)} run(s): {which}; use --control "
+                           f"auto (the default: other axes held at values present among the runs) or --no-control")
+    members: dict[str, list[dict]] = {label: [r for lb, r in kept if lb == label] for label in axis.rows}
+
+    quantities = ["fvd", "is"] + [q for q in OURS_ONLY if any(
+        not math.isnan(value(r, QUANTITIES[q], s)) for r in map(lambda x: x[1], kept) for s in QUANTITIES[q].sources)]
+    quantities += [q for q in EXTRA_QUANTITIES if ref[q].notna().any()]
+    ae_runs = _autoencoder_runs(records, where, completed_only) if "rfvd" in quantities else []
     everyone = [r for rs in members.values() for r in rs]
-    sources = {q: choose_source(QUANTITIES[q], everyone) for q in quantities}
+    table = Table(key, axis.title, pd.DataFrame(), axis.label, control=report, reference_row=axis.default,
+                  diagnostics=diagnostics)
     data: dict[str, list] = {axis.label: list(axis.rows)}
-    columns, decimals = {}, {}
+    counts: dict[str, list] = {}
     for q in quantities:
-        quantity, source = QUANTITIES[q], sources[q]
-        paper_col = f"{quantity.label} (paper)"
-        ours_col = f"{source_label(quantity, source)} (ours)"
-        data[paper_col] = [float(ref.at[label, q]) for label in axis.rows]
-        data[ours_col] = [nanmean(value(r, quantity, source) for r in members[label]) for label in axis.rows]
-        columns[q] = (paper_col, ours_col)
-        decimals[paper_col] = decimals[ours_col] = max(
-            (reference.decimals(t) for t in ref_text[q] if t), default=1)
-    for q, name in COUNTED.items():
-        if q in quantities:
-            quantity, source = QUANTITIES[q], sources[q]
-            data[name] = [sum(not math.isnan(value(r, quantity, source)) for r in members[label])
-                          for label in axis.rows]
-    notes += _metric_notes(quantities, sources)
+        quantity = QUANTITIES[q]
+        values = None
+        if q == "rfvd":
+            source = choose_source(quantity, everyone + ae_runs)
+            values = _rfvd_values(axis, members, ae_runs, source)
+        else:
+            source = choose_source(quantity, everyone)
+        paper = {label: float(ref.at[label, q]) for label in axis.rows} if q in ref.columns else None
+        decimals = max((reference.decimals(t) for t in ref_text[q] if t), default=1) if q in ref_text else 2
+        count = COUNTED.get(q)
+        add_quantity(table, data, q, list(axis.rows), members, source, paper=paper, decimals=decimals,
+                     reference=axis.default, values=values, count_column=count)
+        if count:
+            counts[count] = data.pop(count)
+    data.update(counts)
     frame = pd.DataFrame(data)
-    for name in COUNTED.values():
-        if name in frame:
-            frame[name] = frame[name].astype(int)
-    return Table(key, axis.title, frame, axis.label, columns, sources, decimals, notes)
+    for name in counts:
+        frame[name] = frame[name].astype(int)
+    table.frame = frame
+    if members[axis.default] == [] and everyone:
+        notes.append(f"The paper-default row ({axis.default}) has no runs: rows are not compared.")
+    table.notes = [RULE] + report.notes() + notes + _metric_notes(quantities, table.sources)
+    filled = table.filled_rows
+    if len(filled) == 1 and len(axis.rows) > 1:
+        table.diagnostics.append(f"only row {filled[0]} has runs: the runs do not vary {axis_text}")
+    return table
 
 
 def table3_all(runs: pd.DataFrame, keys=None, **kwargs) -> dict[str, Table]:
     """Every requested sub-table (default all of 3a-3f), keyed by "3a".. in the paper's order."""
     return {k: table3(runs, k, **kwargs) for k in (keys or TABLE3)}
+
+
+def _autoencoder_runs(records, where, completed_only) -> list[dict]:
+    out = [r for r in records if is_stage1(r)]
+    if where:
+        out = [r for r in out if matches(r, where, absent_ok=True)]
+    return [r for r in out if completed(r)] if completed_only else out
+
+
+def _ae_identity(run: Mapping[str, Any]) -> str:
+    """The autoencoder a run's reconstruction numbers belong to: its run dir (stage 1) or the run dir
+    of the first-stage checkpoint a stage-2 run used (so seeds sharing one autoencoder count once)."""
+    ckpt = lookup(run, "first_stage.ckpt")
+    if not isinstance(ckpt, str):
+        ckpt = lookup(run, "first_stage_ckpt")
+    if isinstance(ckpt, str) and ckpt not in ("auto", ""):
+        return os.path.normpath(os.path.abspath(os.path.dirname(os.path.dirname(ckpt))))
+    return os.path.normpath(os.path.abspath(str(run.get("run_dir"))))
+
+
+def _rfvd_values(axis: Axis, members: Mapping[str, list], ae_runs: list, source: str) -> dict[str, list]:
+    """Row -> rFVD of each distinct autoencoder: those of the row's stage-2 runs and the matching stage-1 runs."""
+    quantity = QUANTITIES["rfvd"]
+    out = {}
+    for label, spec in axis.rows.items():
+        seen: dict[str, float] = {}
+        for run in list(members[label]) + [r for r in ae_runs if matches(r, spec)]:
+            v = value(run, quantity, source)
+            if not math.isnan(v):
+                seen.setdefault(_ae_identity(run), v)
+        out[label] = list(seen.values())
+    return out
 
 
 def _reference_rows(key: str, axis: Axis) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -183,46 +280,24 @@ def _reference_rows(key: str, axis: Axis) -> tuple[pd.DataFrame, pd.DataFrame]:
     return ref, text
 
 
-def nanmean(values) -> float:
-    """Mean of the non-NaN values; NaN when there are none (a missing row, never 0)."""
-    finite = [v for v in values if not math.isnan(v)]
-    return sum(finite) / len(finite) if finite else math.nan
-
-
-def completed(run: Mapping[str, Any]) -> bool:
-    """The run finished (COMPLETED marker) and has no failure.json."""
-    return _is_true(run.get("completed")) and not _is_true(run.get("failed"))
-
-
-def _is_true(flag: Any) -> bool:
-    return flag is True or (type(flag).__name__ == "bool_" and bool(flag))
-
-
-def _mixing_notes(members: dict[str, list[dict]], axis: Axis, baseline: dict[str, Spec]) -> list[str]:
-    """Rows whose runs disagree on another axis or the dataset: their mean mixes unlike runs."""
-    own = set().union(*(spec_keys(s) for s in axis.rows.values()))
-    keys = sorted(set().union(*(spec_keys(s) for s in baseline.values())) - own) + list(MIX_KEYS)
-    notes = []
-    for label, rows in members.items():
-        for k in keys:
-            seen = {window_label(v) for v in (lookup(r, k) for r in rows) if v is not MISSING}
-            if len(seen) > 1:
-                notes.append(f"Row {label!r} averages runs with different {k} ({', '.join(sorted(seen))}).")
-    return notes
-
-
 def _metric_notes(quantities: list[str], sources: dict[str, str]) -> list[str]:
     notes = []
     for q in quantities:
         source = sources[q]
-        if is_synthetic(source):
+        if is_synthetic(source) and q != "acc":
             label = source_label(QUANTITIES[q], source)
             notes.append(f"{label} (ours) is `{source}`, measured with the synthetic-data feature extractor: "
                          f"it is not the paper's {QUANTITIES[q].label} and its scale is not comparable.")
+    if "acc" in quantities:
+        notes.append(f"class acc (ours) is `{sources['acc']}`: the synthetic classifier's accuracy on class-"
+                     f"conditional samples (the class asked for vs the class recognised); no paper value.")
+    if "rfvd" in quantities:
+        notes.append("rFVD (ours) is the autoencoder's: n (rFVD) counts distinct autoencoders (stage-1 runs, "
+                     "or the first-stage checkpoint of the row's stage-2 runs), not seeds of stage 2.")
     if "steps_per_sec" in quantities:
         notes.append("steps/s (ours) is training throughput at our scale and hardware: compare ratios "
                      "between rows, not absolute values.")
     if "params_m" in quantities:
         notes.append("params [M] (ours) counts the trainable parameters of our model size.")
-    notes.append(f"Ours: mean over the n completed runs of a row; {MISSING_TEXT} = no run.")
+    notes.append(f"{MISSING_TEXT} = no run.")
     return notes

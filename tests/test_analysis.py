@@ -22,6 +22,14 @@ from analysis.plots import plot_table
 from analysis.matching import window_label
 from analysis.tables import TABLE3, table3, table3_all
 
+
+def md_cells(table):
+    """The Markdown body of `table` as dicts column name (header without its direction arrow) -> cell."""
+    lines = render.to_markdown(table).splitlines()
+    header = [c.strip().removesuffix(" ↓").removesuffix(" ↑") for c in lines[2].strip("|").split("|")]
+    rows = [line for line in lines if line.startswith("| ")][1:]
+    return [dict(zip(header, (c.strip() for c in line.strip("|").split("|")))) for line in rows]
+
 BASE = {
     "stage": "diffusion",
     "seed": 0,
@@ -159,17 +167,14 @@ def test_table3_every_subtable_in_paper_layout(runs):
                 assert math.isnan(frame.at[i, fvd_ours]) and math.isnan(frame.at[i, "IS_synth (ours)"])
                 assert frame.at[i, "n"] == 0
 
-        md_rows = [line for line in render.to_markdown(table).splitlines() if line.startswith("| ")][1:]
-        header = [c.strip() for c in render.to_markdown(table).splitlines()[2].strip("|").split("|")]
         raw = text[text["table"] == key].reset_index(drop=True)
-        for i, line in enumerate(md_rows):
-            cells = dict(zip(header, (c.strip() for c in line.strip("|").split("|"))))
+        for i, cells in enumerate(md_cells(table)):
             for q, (paper_col, ours_col) in table.columns.items():
                 assert cells[paper_col] == raw.at[i, q]  # e.g. "2.00", as printed in the paper
                 if math.isnan(frame.at[i, ours_col]):
                     assert cells[ours_col] == "—"
         tex = render.to_latex(table)
-        assert r"\toprule" in tex and r"\bottomrule" in tex and "FVD\\_synth (ours)" in tex
+        assert r"\toprule" in tex and r"\bottomrule" in tex and "FVD\\_synth (ours) $\\downarrow$" in tex
         assert "nan" not in tex.lower().replace("\\_synth", "") and "nan" not in render.to_markdown(table)
 
 
@@ -203,9 +208,16 @@ def test_table3_prefers_i3d_fvd(tmp_path):
 def test_control_and_where(runs):
     uncontrolled = table3(runs, "3a", control=False)
     assert uncontrolled.frame.at[0, "n"] > 2  # p=1 now also averages the other sweeps' runs
-    assert any("averages runs with different" in n for n in uncontrolled.notes)
-    assert any("off the paper default" in n for n in table3(runs, "3a").notes)
-    assert table3(runs, "3a", where={"data.dataset": "ucf101"}).frame["n"].tolist() == [0, 0, 0]
+    assert any("Rows average runs that differ in" in n and "model.self_cond_prob" in n for n in uncontrolled.notes)
+    auto = table3(runs, "3a")
+    held = next(n for n in auto.notes if n.startswith("Control (auto)"))
+    assert "model.self_cond_prob = 0.9 (paper default; 2 run(s) at 0.0, 0.3 left out)" in held
+    assert "model.st_window = 5x8x8 (paper default" in held
+    paper = table3(runs, "3a", control="paper")  # every run here has the paper defaults available
+    assert paper.frame["n"].tolist() == auto.frame["n"].tolist() == [2, 1, 0]
+    none = table3(runs, "3a", where={"data.dataset": "ucf101"})
+    assert none.frame["n"].tolist() == [0, 0, 0] and none.empty
+    assert any("--where data.dataset=ucf101" in d and "synthetic" in d for d in none.diagnostics)
     assert table3(runs, "3a", completed_only=False).frame.at[2, "FVD_synth (ours)"] == 998.5  # running + failed
 
 
@@ -232,12 +244,15 @@ def test_cli_writes_tables(runs_root, tmp_path, capsys):
     out = tmp_path / "tables"
     assert main([str(runs_root), "--out", str(out), "--tables", "3b,3f,main"]) == 0
     for stem in ("table3b", "table3f"):
-        for ext in ("md", "tex", "png"):
+        for ext in ("md", "tex", "csv", "png"):
             assert (out / f"{stem}.{ext}").stat().st_size > 0
-    assert (out / "main_results.md").exists() and not (out / "table3a.md").exists()
+    # no run of W.A.L.T-L on a paper task: main results are not written (no empty files), and the reason is said
+    assert not (out / "main_results.md").exists() and not (out / "table3a.md").exists()
     all_runs = pd.read_csv(out / "all_runs.csv")
     assert len(all_runs) == 17 and "fvd_synth" in all_runs.columns
     printed = capsys.readouterr().out
     assert "FVD_synth (ours)" in printed and "1 unreadable skipped" in printed and str(out) in printed
+    assert "main: no runs: no completed stage-2 run of W.A.L.T-L/XL" in printed
     with pytest.raises(SystemExit):
         main([str(runs_root), "--tables", "3z"])
+    assert main([str(runs_root), "--out", str(out), "--tables", "main"]) == 1  # asked for, nothing to write

@@ -1,0 +1,153 @@
+"""The table object every builder returns, and the columns of one quantity over replicate rows.
+
+A row's number is the mean over its runs, with its standard error, n, and (for noisy metrics) a
+mark saying whether it differs from the reference row beyond noise (analysis.stats.RULE).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Optional, Sequence
+
+import pandas as pd
+
+from analysis.control import ControlReport
+from analysis.metrics import QUANTITIES, Quantity, source_label, value
+from analysis.stats import Summary, Verdict, compare, direction_of, summarize
+
+MISSING_TEXT = "—"
+
+
+@dataclass
+class Table:
+    """A built table: `frame` holds numbers (NaN = no run); the rest tells writers how to show it.
+
+    columns: quantity -> (paper column or None, ours column); ours holds the row mean.
+    errors: ours column -> its standard-error column (writers print "mean ± SE" in one cell).
+    marks: quantity -> its "vs default" column (Verdict.text per row); verdicts: the Verdicts.
+    counts: quantity -> its n column.
+    """
+
+    key: str
+    title: str
+    frame: pd.DataFrame
+    axis_column: str
+    columns: dict[str, tuple[Optional[str], str]] = field(default_factory=dict)
+    sources: dict[str, str] = field(default_factory=dict)  # quantity -> results metric used for ours
+    decimals: dict[str, int] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    errors: dict[str, str] = field(default_factory=dict)
+    marks: dict[str, str] = field(default_factory=dict)
+    verdicts: dict[str, list[Verdict]] = field(default_factory=dict)
+    counts: dict[str, str] = field(default_factory=dict)
+    control: Optional[ControlReport] = None
+    reference_row: Optional[str] = None
+    diagnostics: list[str] = field(default_factory=list)  # why rows are empty (which flag to add)
+    caption_text: Optional[str] = None
+
+    @property
+    def caption(self) -> str:
+        if self.caption_text:
+            return self.caption_text
+        name = f"Table {self.key}: " if self.key[:1].isdigit() else ""
+        return f"W.A.L.T {name}{self.title} (paper vs ours)"
+
+    @property
+    def filled_rows(self) -> list[str]:
+        """Row labels with at least one run (by the first count column)."""
+        if not self.counts:
+            return []
+        n = self.frame[next(iter(self.counts.values()))]
+        return [str(lb) for lb, k in zip(self.frame[self.axis_column], n.tolist()) if k > 0]
+
+    @property
+    def empty(self) -> bool:
+        return not self.filled_rows
+
+    def quantity(self, q: str) -> Quantity:
+        return QUANTITIES[q]
+
+    def direction_of_column(self, column: str) -> Optional[str]:
+        """"lower"/"higher" (is better) for a paper or ours column of a quantity, else None."""
+        for q, (paper, ours) in self.columns.items():
+            if column in (paper, ours) and q in QUANTITIES:
+                return QUANTITIES[q].better
+        return None
+
+    def resolved(self, q: str = "fvd") -> dict[str, Verdict]:
+        """Row label -> Verdict of quantity `q` against the reference row (see analysis.stats)."""
+        return {v.label: v for v in self.verdicts.get(q, [])}
+
+
+def add_quantity(table: Table, data: dict[str, list], q: str, rows: Sequence[str],
+                 members: Mapping[str, Sequence[Mapping[str, Any]]], source: str, *,
+                 paper: Optional[Mapping[str, float]] = None, decimals: int = 1,
+                 reference: Optional[str] = None, values=None, count_column: Optional[str] = None) -> None:
+    """Add quantity `q`'s columns to `data` (column -> list, in `rows` order) and describe them in `table`.
+
+    paper: row -> the paper's number (a "(paper)" column when given).
+    reference: the row every other row is compared with (marks only for QUANTITIES[q].tested).
+    values: row -> list of numbers, instead of reading `source` from each member run.
+    count_column: name of the n column to add for this quantity (None: none).
+    """
+    quantity = QUANTITIES[q]
+    label = source_label(quantity, source)
+    ours_col, se_col = f"{label} (ours)", f"{label} (ours) SE"
+    per_row = {lb: list(values[lb]) if values is not None else [value(r, quantity, source) for r in members.get(lb, ())]
+               for lb in rows}
+    summaries = {lb: summarize(v) for lb, v in per_row.items()}
+    paper_col = None
+    if paper is not None:
+        paper_col = f"{quantity.label} (paper)"
+        data[paper_col] = [float(paper.get(lb, math.nan)) for lb in rows]
+        table.decimals[paper_col] = decimals
+    data[ours_col] = [summaries[lb].mean for lb in rows]
+    data[se_col] = [summaries[lb].se for lb in rows]
+    table.decimals[ours_col] = table.decimals[se_col] = decimals
+    table.columns[q] = (paper_col, ours_col)
+    table.errors[ours_col] = se_col
+    table.sources[q] = source
+    if quantity.tested:
+        ref = summaries.get(reference) if reference is not None else None
+        paper_ref = paper.get(reference) if paper is not None and reference is not None else None
+        verdicts = []
+        for lb in rows:
+            paper_dir = None
+            if paper is not None and paper_ref is not None and lb != reference:
+                paper_dir = direction_of(paper.get(lb, math.nan), paper_ref, quantity.better)
+            verdicts.append(compare(lb, summaries[lb], ref, quantity.better, is_reference=lb == reference and
+                                    summaries[lb].n > 0, paper=paper_dir))
+        mark_col = f"{label} vs default"
+        data[mark_col] = [v.text for v in verdicts]
+        table.marks[q] = mark_col
+        table.verdicts[q] = verdicts
+    if count_column:
+        data[count_column] = [summaries[lb].n for lb in rows]
+        table.counts[q] = count_column
+
+
+def summaries_of(table: Table, q: str) -> dict[str, Summary]:
+    """Row label -> Summary (n, mean, SE) of quantity `q`, rebuilt from the table's columns."""
+    _, ours = table.columns[q]
+    se = table.errors[ours]
+    n_col = table.counts.get(q) or next(iter(table.counts.values()), None)
+    out = {}
+    for i, lb in enumerate(table.frame[table.axis_column].tolist()):
+        n = int(table.frame[n_col].iloc[i]) if n_col else 0
+        out[str(lb)] = Summary(n, float(table.frame[ours].iloc[i]), math.nan, float(table.frame[se].iloc[i]))
+    return out
+
+
+def completed(run: Mapping[str, Any]) -> bool:
+    """The run finished (COMPLETED marker) and has no failure.json."""
+    return _is_true(run.get("completed")) and not _is_true(run.get("failed"))
+
+
+def _is_true(flag: Any) -> bool:
+    return flag is True or (type(flag).__name__ == "bool_" and bool(flag))
+
+
+def nanmean(values) -> float:
+    """Mean of the non-NaN values; NaN when there are none (a missing row, never 0)."""
+    finite = [v for v in values if not math.isnan(v)]
+    return sum(finite) / len(finite) if finite else math.nan
