@@ -1,4 +1,5 @@
 import json
+import logging
 import shutil
 
 import numpy as np
@@ -6,9 +7,10 @@ import pytest
 import torch
 
 from walt.data.datamodule import VideoDataModule
-from walt.data.datasets import UCF101, ImageFolderClips, VideoFolder
+from walt.data.datasets import UCF101, VideoFolder
+from walt.data.imagenet import ImageNet
 from walt.data.synthetic import class_names, held_out_groups, render_clip
-from walt.data.video import ClipSpec, Sampling, read_clip, resize_crop, to_model_range, write_video
+from walt.data.video import ClipSpec, Reason, Sampling, VideoDecodeError, read_clip, resize_crop, to_model_range, write_video
 
 from conftest import SMALL_SPEC
 
@@ -38,12 +40,12 @@ def test_ucf_layout_reads_shapes_labels_and_splits(synthetic_root):
     assert train.classes == names
     # split 1 holds out groups 1-2 of 5 (ceil(5*7/25) = 2 per split)
     assert len(test) == 2 * SMALL_SPEC.num_classes and len(train) == 3 * SMALL_SPEC.num_classes
-    assert all("_g01_" in p or "_g02_" in p for p, _, _ in test.items)
-    assert not {p for p, _, _ in train.items} & {p for p, _, _ in test.items}
+    assert all("_g01_" in e.path or "_g02_" in e.path for e in test.items)
+    assert not {e.path for e in train.items} & {e.path for e in test.items}
     item = train[5]
     assert item["video"].shape == (3, 9, 16, 16) and item["video"].dtype == torch.float32
     assert -1.0 <= item["video"].min() and item["video"].max() <= 1.0
-    path, label, caption = train.items[5]
+    path, label, caption, _ = train.items[5]
     assert names[item["label"]] in path and label == item["label"]
     captions = json.loads((synthetic_root / "captions.json").read_text())
     assert item["caption"] == captions[path.split(str(synthetic_root) + "/")[1]]
@@ -76,23 +78,101 @@ def test_resize_crop_and_range():
     assert torch.equal(same, video[:, :, :32, :32])
 
 
-def test_bad_files_are_skipped_counted_and_logged(synthetic_root, tmp_path, caplog):
-    root = tmp_path / "ucf"
-    shutil.copytree(synthetic_root, root)
-    train = UCF101(str(root), split=1, train=True, clip=ClipSpec(17, 1, Sampling.center), resolution=32)
-    corrupt, empty, short = (train.items[i][0] for i in (0, 3, 6))
+def ramp_video(path, frames=40, fps=10, gop=4, size=(16, 16), codec="libx264"):
+    """Frame t is grey level 5*t: decoded values reveal which frames were taken."""
+    write_video(str(path), np.stack([np.full((*size, 3), 5 * t, np.uint8) for t in range(frames)]), fps=fps,
+                codec=codec, gop=gop)
+    return str(path)
+
+
+class FixedStart:
+    """An rng whose randint returns a chosen offset (clamped to the allowed range)."""
+
+    def __init__(self, start):
+        self.start = start
+
+    def randint(self, a, b):
+        return min(max(self.start, a), b)
+
+
+@pytest.mark.parametrize("name,codec", [("ramp.mp4", "libx264"), ("ramp.avi", "mpeg4")])
+def test_seek_decoding_returns_the_frames_of_full_decoding(tmp_path, name, codec):
+    path = ramp_video(tmp_path / name, codec=codec)  # keyframes every 4 frames: most starts need a seek
+    spec = ClipSpec(num_frames=5, frame_stride=3, sampling=Sampling.random)
+    for start in range(0, 40 - spec.span + 1):
+        seek = read_clip(path, spec, FixedStart(start), seek=True)
+        full = read_clip(path, spec, FixedStart(start), seek=False)
+        assert np.array_equal(seek, full), f"start {start}"
+        np.testing.assert_allclose(seek[..., 0].mean(axis=(1, 2)), [5 * (start + 3 * k) for k in range(5)], atol=3)
+
+
+def test_decoding_at_the_target_size_matches_resizing_after(tmp_path):
+    yy, xx = np.mgrid[0:96, 0:128]
+    waves = np.stack([np.stack([127 + 100 * np.sin(xx / (5 + c + t) + yy / (7 + c)) for c in range(3)], -1)
+                      for t in range(6)]).astype(np.uint8)
+    path = str(tmp_path / "waves.mp4")
+    write_video(path, waves, gop=4)
+    spec = ClipSpec(6, 1, Sampling.center)
+    small = read_clip(path, spec, short_side=40)
+    assert small.shape == (6, 40, 53, 3)
+    reference = resize_crop(to_model_range(read_clip(path, spec)), 40, Sampling.center)
+    ours = resize_crop(to_model_range(small), 40, Sampling.center)
+    assert ours.shape == reference.shape == (3, 6, 40, 40)
+    diff = (ours - reference).abs()
+    assert diff.mean() < 0.01  # swscale bilinear vs torch antialiased bilinear: about one grey level
+
+
+def test_clips_are_cut_inside_an_annotated_segment(tmp_path):
+    path = ramp_video(tmp_path / "full.mp4", frames=40, fps=10)
+    clip = read_clip(path, ClipSpec(5, 1, Sampling.center), segment=(2.0, 3.0))  # frames 20..29, centred: 22..26
+    np.testing.assert_allclose(clip[..., 0].mean(axis=(1, 2)), [110, 115, 120, 125, 130], atol=3)
+    with pytest.raises(VideoDecodeError, match="full.mp4: too_short"):
+        read_clip(path, ClipSpec(17, 1, Sampling.center), segment=(2.0, 3.0))
+
+
+def break_files(train):
+    """Corrupt, empty and too-short files at items 0, 3 and 6 of a split; returns their paths."""
+    corrupt, empty, short = (train.items[i].path for i in (0, 3, 6))
     with open(corrupt, "r+b") as f:  # keep the size, destroy the content
         f.write(b"\x00garbage" * 200)
     open(empty, "wb").close()
     write_video(short, np.zeros((5, 32, 32, 3), np.uint8))
+    return corrupt, empty, short
+
+
+def test_probe_finds_bad_files_with_their_reason(synthetic_root, tmp_path):
+    root = tmp_path / "ucf"
+    shutil.copytree(synthetic_root, root)
+    train = UCF101(str(root), split=1, train=True, clip=ClipSpec(17, 1, Sampling.center), resolution=32)
+    corrupt, empty, short = break_files(train)
+    n = len(train)
+    train.probe()
+    assert len(train) == n - 3 and not {corrupt, empty, short} & {e.path for e in train.items}
+    reasons = {path: reason for path, (reason, _) in train.health.bad.items()}
+    assert reasons == {corrupt: Reason.unreadable, empty: Reason.empty, short: Reason.too_short}
+    assert all(path in message for path, (_, message) in train.health.bad.items())  # every message names its file
+
+
+def test_unreadable_files_are_replaced_spread_out_and_reported_once(synthetic_root, tmp_path, caplog):
+    root = tmp_path / "ucf"
+    shutil.copytree(synthetic_root, root)
+    train = UCF101(str(root), split=1, train=True, clip=ClipSpec(17, 1, Sampling.center), resolution=32)
+    corrupt, empty, short = break_files(train)  # no probe: the loader meets them
     with caplog.at_level("WARNING"):
         items = [train[i] for i in range(len(train))]
-    assert len(train.bad) == 3 and set(train.bad) == {corrupt, empty, short}
-    assert sum(it["skipped"] for it in items) == 3
+    assert set(train.failed) == {corrupt, empty, short}
+    assert {train.failed[short].reason, train.failed[empty].reason} == {Reason.too_short, Reason.empty}
     assert all(it["video"].shape == (3, 17, 32, 32) for it in items)
-    assert {corrupt, empty, short} == {train.items[i][0] for i in (0, 3, 6)}
-    assert all(train.items[it["index"]][0] not in train.bad for it in items)
-    assert sum("skipping unreadable clip" in r.message for r in caplog.records) == 3
+    assert all(train.items[it["index"]].path not in train.failed for it in items)
+    replaced = [it["index"] for i, it in enumerate(items) if it["index"] != i]
+    assert len(replaced) == 3 and not {1, 4, 7} >= set(replaced), "replacements must not be the neighbours"
+    lines = [line for it in items for line in it["bad_files"].splitlines()]
+    assert len(lines) == 3 and {line.split("\t")[1] for line in lines} == {corrupt, empty, short}  # once each
+    assert any(line.startswith(f"too_short\t{short}") for line in lines)
+    assert sum("skipping unreadable file" in r.message for r in caplog.records) == 3
+    assert all(p in " ".join(r.message for r in caplog.records) for p in (corrupt, empty, short))
+    again = train[0]  # known bad in this process: replaced at once, not decoded or reported again
+    assert again["bad_files"] == "" and again["index"] == items[0]["index"]
 
 
 def test_missing_dataset_root_is_a_clear_error(tmp_path):
@@ -115,7 +195,7 @@ def test_video_and_image_folders(tmp_path):
     videos = VideoFolder(str(tmp_path / "k600"), split="val", clip=ClipSpec(8, 1, Sampling.random), resolution=16)
     assert videos.classes == ["abseiling", "juggling_balls"] and videos[1]["label"] == 1
     assert videos[1]["video"].shape == (3, 8, 16, 16) and videos[1]["caption"] == "juggling balls"
-    images = ImageFolderClips(str(tmp_path / "imnet"), split="train", clip=ClipSpec(1), resolution=16)
+    images = ImageNet(str(tmp_path / "imnet"), split="train", clip=ClipSpec(1), resolution=16)
     assert images[0]["video"].shape == (3, 1, 16, 16)
 
 
@@ -143,14 +223,24 @@ def test_datamodule_generates_and_loads_deterministic_val(tmp_path):
         VideoDataModule(dataset="synthetic", root=str(tmp_path / "syn"), num_classes=5, synthetic=spec).setup("fit")
 
 
-def test_datamodule_with_workers_counts_skips(synthetic_root, tmp_path):
+def test_datamodule_with_workers_counts_bad_files_once(synthetic_root, tmp_path):
     root = tmp_path / "ucf"
     shutil.copytree(synthetic_root, root)
-    victim = sorted(root.glob("*/*.mp4"))[-1]
+    victim = sorted(root.glob("*/*.mp4"))[-1]  # group 5: in the train list of split 1
     victim.write_bytes(b"")
     dm = VideoDataModule(dataset="ucf101", root=str(root), num_classes=4, resolution=32, batch_size=3,
-                         num_workers=2, pin_memory=False, persistent_workers=False)
+                         num_workers=2, pin_memory=False, persistent_workers=False, probe=False, max_bad_fraction=0.2)
     dm.setup("fit")
-    skipped = sum(int(b["skipped"].sum()) for b in dm.train_dataloader())
-    skipped += sum(int(b["skipped"].sum()) for b in dm.val_dataloader())
-    assert skipped == 1
+    skipped = 0
+    for _ in range(2):  # fresh workers each epoch: the file fails again in whichever worker meets it
+        for batch in dm.train_dataloader():
+            skipped += int(batch["skipped"].sum())
+            batch = dm.on_before_batch_transfer(batch, 0)  # what the Trainer calls in the main process
+            assert "bad_files" not in batch
+    health = dm.data_health()
+    assert skipped == 2 and health["bad_total"] == 1 and health["bad"] == {"empty": 1}
+    assert health["files"] == 20 and str(victim) in health["bad_files"][0]
+    probed = VideoDataModule(dataset="ucf101", root=str(root), num_classes=4, resolution=32, batch_size=3,
+                             num_workers=0, max_bad_fraction=0.2)
+    probed.setup("fit")  # the probe drops it before training: no item ever meets it
+    assert probed.data_health()["splits"]["train"]["bad"] == {"empty": 1} and len(probed.train_set) == 11
