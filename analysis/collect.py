@@ -28,6 +28,7 @@ from typing import Any, Iterator
 import pandas as pd
 import yaml
 
+from analysis.control import ignored
 from walt import runs
 
 log = logging.getLogger(__name__)
@@ -295,15 +296,19 @@ def split_constant_columns(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFr
 
     Order of `varying`: run_dir, completed, failed; config keys that differ between runs (seed last);
     metrics (always, even when equal: they are the results); results fields (global_step, params,
-    steps_per_sec, wall_time_s, peak_memory_bytes); everything else that differs (protocol.*,
-    evaluation.*, overrides, ...). Columns empty in every run are dropped.
+    steps_per_sec, wall_time_s, peak_memory_bytes); everything else that differs (bookkeeping config
+    keys such as paths.*, protocol.*, evaluation.*, overrides, ...). Columns empty in every run are
+    dropped, and paths.run_dir when it repeats run_dir.
     """
     frame = frame.loc[:, [c for c in frame.columns if not frame[c].isna().all()]]
     metrics = metric_columns(frame)
     fields = [c for c in RESULT_FIELDS if c in frame.columns and c != "stage"]
     keep_always = set(BASE_COLUMNS) | set(metrics) | set(fields)
     constant = [c for c in frame.columns if c not in keep_always and _is_constant(frame[c])]
-    config = [c for c in config_columns(frame) if c not in constant and c not in keep_always]
+    if "paths.run_dir" in frame.columns and frame["paths.run_dir"].tolist() == frame["run_dir"].tolist():
+        frame = frame.drop(columns="paths.run_dir")
+    config = [c for c in config_columns(frame) if c not in constant and c not in keep_always
+              and (c == "seed" or not ignored(c))]
     config.sort(key=lambda c: (c == "seed", c))
     head = [c for c in BASE_COLUMNS if c in frame.columns]
     rest = [c for c in frame.columns if c not in constant and c not in set(head) | set(config) | set(metrics)

@@ -13,8 +13,8 @@ auto (default)
     - any other key is held when it varies inside a row (e.g. trainer.max_steps), at the value that
       fills the most rows (ties: the most runs, then the first value in sorted order);
     - keys that do not describe the experiment never are: `seed` (replicates: runs identical except
-      for seed are the n of a row), run names, tags, notes, paths, checkpoints, loggers, callbacks,
-      worker counts (IGNORED below).
+      for seed are the n of a row; other seeds such as eval.seed count as replicates too), run names,
+      tags, notes, paths, checkpoints, loggers, callbacks, worker counts (`ignored` below).
     Keys constant within rows but different between rows, without a paper default (e.g. a derived
     model.in_channels that follows the latent channels), are part of the row and are listed.
     A sweep over p x self_cond_prob x seed thus gives Table 3a at self_cond_prob = 0.9 (the paper
@@ -51,8 +51,10 @@ ABSENT = "(absent)"
 
 
 def ignored(key: str) -> bool:
-    """Keys that say where or how a run was stored or logged, or which replicate it is."""
-    return key in _IGNORED_EXACT or key.startswith(_IGNORED_PREFIX) or bool(_IGNORED_PATTERN.search(key))
+    """Keys that say where or how a run was stored or logged, or which replicate it is (`seed`, and any
+    other seed such as eval.seed or data.seed: they may follow the run's seed)."""
+    return (key in _IGNORED_EXACT or key.startswith(_IGNORED_PREFIX) or bool(_IGNORED_PATTERN.search(key))
+            or key.endswith((".seed", "_seed")))
 
 
 def canon(value: Any) -> str:

@@ -98,9 +98,10 @@ def layout_table(runs: pd.DataFrame, *, where: Mapping[str, Any] | None = None, 
     frame = pd.DataFrame(data)
     frame["n"] = frame["n"].astype(int)
     table.frame = frame
-    for q, col in table.marks.items():  # "vs default" reads "vs W.A.L.T" here
+    for q, col in table.marks.items():  # "vs default" reads "vs W.A.L.T" here, "(default)" "(reference)"
         renamed = col.replace("vs default", f"vs {'W.A.L.T' if reference == REFERENCE else reference}")
         table.frame = table.frame.rename(columns={col: renamed})
+        table.frame[renamed] = table.frame[renamed].replace("(default)", "(reference)")
         table.marks[q] = renamed
     table.notes = [RULE.replace("paper-default row", "reference row (W.A.L.T when it has runs)")] + report.notes() \
         + notes + [

@@ -60,7 +60,7 @@ def quantities_figure(table: Table, quantities: Sequence[str] | None = None) -> 
     for j, q in enumerate(quantities):
         paper_col, ours_col = table.columns[q]
         quantity = QUANTITIES.get(q)
-        mark = f" {arrow(quantity)}" if quantity else ""
+        mark = f" {arrow(quantity)}" if quantity and arrow(quantity) else ""
         if has_paper:
             ax = grid[0][j]
             values = _values(table, paper_col)
@@ -77,7 +77,7 @@ def quantities_figure(table: Table, quantities: Sequence[str] | None = None) -> 
         se = [0.0 if math.isnan(e) else e for e in _values(table, table.errors.get(ours_col))] or None
         ax.errorbar(range(len(means)), means, yerr=se, label=ours_col, **OURS_STYLE)
         _marks(ax, table, q, means)
-        ax.set_title(f"{ours_col}{mark}, mean ± SE", fontsize=9)
+        ax.set_title(f"{ours_col}{mark.rstrip()}, mean ± SE", fontsize=9)
         _axis(ax, table, quantity)
     fig.suptitle(f"{table.caption}\n{ERROR_BARS}; * = differs from the default row beyond noise", fontsize=9)
     fig.tight_layout()

@@ -66,10 +66,13 @@ def cells(table: Table, missing: str = MISSING_TEXT) -> list[list[str]]:
     ours = {o for _, o in table.columns.values()}
     columns = []
     for c in shown_columns(table):
-        text = [format_number(v, table.decimals.get(c), missing, widen=c in ours) for v in frame[c].tolist()]
+        values = frame[c].tolist()
+        text = [format_number(v, table.decimals.get(c), missing, widen=c in ours) for v in values]
         if c in table.errors:
-            se = frame[table.errors[c]].tolist()
-            text = [t if t == missing or not _finite(e) else f"{t} ± {_format_like(e, t)}" for t, e in zip(text, se)]
+            for i, e in enumerate(frame[table.errors[c]].tolist()):
+                if text[i] != missing and _finite(e):
+                    mean_text, se_text = _with_error(values[i], e, text[i])
+                    text[i] = f"{mean_text} ± {se_text}"
         columns.append(text)
     return [list(row) for row in zip(*columns)]
 
@@ -78,12 +81,13 @@ def _finite(x: Any) -> bool:
     return isinstance(x, numbers.Number) and not isinstance(x, bool) and math.isfinite(float(x))
 
 
-def _format_like(x: float, mean_text: str) -> str:
-    """`x` with as many decimals as the mean's text (at least 2 significant digits of x)."""
+def _with_error(mean: float, se: float, mean_text: str) -> tuple[str, str]:
+    """(mean, SE) as text with the same decimals: two significant digits of the SE, at least as many
+    decimals as the mean alone would get."""
     decimals = len(mean_text.split(".", 1)[1]) if "." in mean_text else 0
-    if x != 0:
-        decimals = max(decimals, 1 - math.floor(math.log10(abs(x))))
-    return f"{x:.{decimals}f}"
+    if se != 0:
+        decimals = max(decimals, 1 - math.floor(math.log10(abs(se))))
+    return f"{float(mean):.{decimals}f}", f"{float(se):.{decimals}f}"
 
 
 def alignment(table: Table) -> list[str]:

@@ -61,6 +61,8 @@ def summarize(values: Iterable[float]) -> Summary:
     if n < 2:
         return Summary(1, mean, math.nan, math.nan)
     sd = math.sqrt(math.fsum((v - mean) ** 2 for v in finite) / (n - 1))
+    if sd <= 1e-12 * max(1.0, abs(mean)):  # equal values up to rounding (1.4 vs 1.4000000000000001)
+        sd = 0.0
     return Summary(n, mean, sd, sd / math.sqrt(n))
 
 
@@ -123,7 +125,7 @@ class Verdict:
 
 
 def format_p(p: float) -> str:
-    return "p<0.001" if p < 0.001 else f"p={p:.3f}" if p < 0.01 else f"p={p:.2f}"
+    return "p<0.001" if p < 0.001 else f"p={p:.3f}" if p < 0.1 else f"p={p:.2f}"
 
 
 def compare(label: str, row: Summary, reference: Optional[Summary], better: Optional[str], *,
