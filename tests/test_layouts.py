@@ -5,7 +5,7 @@ import torch
 
 from walt.transformer import BLOCK_KINDS, WALT, WindowAttention, count_params, preset_config
 
-KINDS = [k for k in BLOCK_KINDS]
+KINDS = list(BLOCK_KINDS)
 
 
 def tiny(**overrides):
@@ -47,15 +47,14 @@ def test_image_alone_equals_image_in_any_mixed_batch(kind, options, one_thread):
     torch.testing.assert_close(model(images[1:2], t[1:2], y[1:2]), alone[1:2], atol=1e-5, rtol=1e-4)
 
 
-def test_identity_mask_is_the_default_and_passes_images_through_temporal_attention():
+def test_identity_mask_is_the_default_also_for_a_1_frame_batch():
+    """Before, an image batch (T = 1) got 1 x h x w spatial attention in ST blocks; now its tokens pass unmixed."""
     assert preset_config("walt_l").image_st_mask == "identity"
     attn = WindowAttention(16, 2, (2, 2, 2), temporal=(True,))
-    x = torch.randn(2, 2, 2, 2, 16)
-    v = attn.qkv(x)[..., 32:]
-    torch.testing.assert_close(attn(x[:, :1]), attn.proj(v[:, :1]))  # an image batch (T = 1)
-    out = attn(x, is_image=torch.tensor([True, False]))
-    torch.testing.assert_close(out[0], attn.proj(v[0]))
-    assert not torch.allclose(out[1], attn.proj(v[1]))
+    x = torch.randn(2, 1, 2, 2, 16)
+    torch.testing.assert_close(attn(x), attn.proj(attn.qkv(x)[..., 32:]))
+    spatial = WindowAttention(16, 2, (1, 2, 2), temporal=(False,))  # S blocks: ordinary spatial attention
+    assert not torch.allclose(spatial(x), spatial.proj(spatial.qkv(x)[..., 32:]))
 
 
 # ----------------------------------------------------------------------------- Latte V1-V4 patterns

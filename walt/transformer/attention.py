@@ -137,7 +137,7 @@ class WindowAttention(nn.Module):
 
     windows: one (t, h, w) window per head group, the heads split evenly between them (one group
         for S / ST / T / full, two for Latte's split-heads kind: spatial and temporal heads fused
-        by the output projection). temporal: per group, whether the kind spans frames.
+        by the output projection). temporal: per group, whether the kind spans frames (default all).
     rope: rotary frame embedding on q, k of the head groups that span frames (images use frame 0;
         condition tokens are not rotated, so with conditioning="tokens" their logits depend on the
         absolute frame).
@@ -150,7 +150,7 @@ class WindowAttention(nn.Module):
         dim: int,
         num_heads: int,
         windows: Sequence[tuple[int, int, int]],
-        temporal: Sequence[bool] = (True,),
+        temporal: Optional[Sequence[bool]] = None,
         qk_norm: bool = True,
         rel_pos_bias: bool = True,
         image_mask: str = "identity",
@@ -158,8 +158,10 @@ class WindowAttention(nn.Module):
     ):
         super().__init__()
         windows = [tuple(windows)] if isinstance(windows[0], int) else [tuple(w) for w in windows]
-        if num_heads % len(windows):
-            raise ValueError(f"{num_heads} heads cannot be split evenly between {len(windows)} windows")
+        temporal = [True] * len(windows) if temporal is None else list(temporal)
+        if num_heads % len(windows) or len(temporal) != len(windows):
+            raise ValueError(f"{num_heads} heads cannot be split evenly between {len(windows)} windows "
+                             f"(with one temporal flag each, got {temporal})")
         self.num_heads, self.window = num_heads, windows[0] if len(windows) == 1 else tuple(windows)
         head_dim, group_heads = dim // num_heads, num_heads // len(windows)
         self.qkv = nn.Linear(dim, 3 * dim)
@@ -187,7 +189,7 @@ class WindowAttention(nn.Module):
         frame_offset: int = 0,
     ) -> torch.Tensor:
         """x: (B, T, H, W, d) -> (B, T, H, W, d); frame_offset shifts the RoPE frame indices."""
-        B, T = x.shape[:2]
+        T = x.shape[1]
         q, k, v = self._qkv(x)  # (B, T, H, W, heads, e)
         frames = None
         if self.rope is not None:  # (B or 1, T) frame indices; images sit at frame 0 like their position embedding
@@ -205,7 +207,8 @@ class WindowAttention(nn.Module):
             qg, kg = q[..., heads, :], k[..., heads, :]
             if frames is not None and group.temporal:
                 qg, kg = self.rope(qg, frames), self.rope(kg, frames)
-            outs.append(group(qg, kg, v[..., heads, :], is_image, None if extra is None else tuple(z[:, heads] for z in extra)))
+            extra_g = None if extra is None else (extra[0][:, heads], extra[1][:, heads])
+            outs.append(group(qg, kg, v[..., heads, :], is_image, extra_g))
         out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=-2)
         return self.proj(rearrange(out, "b t h w g e -> b t h w (g e)"))
 

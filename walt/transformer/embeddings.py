@@ -68,7 +68,8 @@ class SpaceTimePosEmbed(nn.Module):
             emb_w = sincos_1d(torch.arange(W), hidden_size - half)[None].expand(H, W, hidden_size - half)
             self.register_buffer("spatial", torch.cat([emb_h, emb_w], dim=-1)[None, None], persistent=False)
             if temporal:
-                self.register_buffer("temporal", sincos_1d(torch.arange(T), hidden_size).view(1, T, 1, 1, -1), persistent=False)
+                table = sincos_1d(torch.arange(T), hidden_size).view(1, T, 1, 1, hidden_size)
+                self.register_buffer("temporal", table, persistent=False)
         if not temporal:
             self.temporal = None
 
