@@ -44,6 +44,7 @@ class Table:
     reference_row: Optional[str] = None
     diagnostics: list[str] = field(default_factory=list)  # why rows are empty (which flag to add)
     caption_text: Optional[str] = None
+    uninformative: list[str] = field(default_factory=list)  # quantities that do not separate from untrained
 
     @property
     def caption(self) -> str:
@@ -77,6 +78,27 @@ class Table:
     def resolved(self, q: str = "fvd") -> dict[str, Verdict]:
         """Row label -> Verdict of quantity `q` against the reference row (see analysis.stats)."""
         return {v.label: v for v in self.verdicts.get(q, [])}
+
+    def summary(self, q: str = "fvd") -> dict[str, Any]:
+        """A JSON-able account of quantity `q` (e.g. for walt-demo's check): the reference row, and for
+        every other row with runs its n, mean, SE, verdict ("better"/"worse"/"not resolved"), p, the
+        paper's direction and whether ours agrees with it (None when not resolved)."""
+        if q not in self.columns:
+            return {"metric": None, "reference": self.reference_row, "rows": {}}
+        _, ours = self.columns[q]
+        n_col = self.counts.get(q) or next(iter(self.counts.values()), None)
+        rows = {}
+        for i, verdict in enumerate(self.verdicts.get(q, [])):
+            n = int(self.frame[n_col].iloc[i]) if n_col else 0
+            if n == 0 or verdict.reason == "reference":
+                continue
+            rows[verdict.label] = {
+                "n": n, "mean": float(self.frame[ours].iloc[i]), "se": float(self.frame[self.errors[ours]].iloc[i]),
+                "verdict": verdict.direction if verdict.resolved else "not resolved",
+                "p": None if math.isnan(verdict.p) else verdict.p, "paper": verdict.paper,
+                "agrees_with_paper": verdict.agrees_with_paper}
+        return {"metric": self.sources.get(q), "reference": self.reference_row, "rows": rows,
+                "uninformative": q in self.uninformative}
 
 
 def add_quantity(table: Table, data: dict[str, list], q: str, rows: Sequence[str],
@@ -151,3 +173,45 @@ def nanmean(values) -> float:
     """Mean of the non-NaN values; NaN when there are none (a missing row, never 0)."""
     finite = [v for v in values if not math.isnan(v)]
     return sum(finite) / len(finite) if finite else math.nan
+
+
+def check_against_baseline(table: Table, baseline: Mapping[str, Any], *, alpha: float = 0.05) -> list[str]:
+    """Flag metrics that do not separate trained rows from an untrained baseline run (e.g. walt-demo's).
+
+    A metric *separates* when every row with runs is better than the baseline's value (by the
+    metric's direction) and, for rows with n >= 2, a one-sample t-test of the row against that value
+    gives p < alpha. A metric that does not separate has its marks replaced by "uninformative
+    (≈ untrained)" and gets a note; returns the quantities flagged.
+    """
+    from scipy import stats as st
+
+    flagged = []
+    for q in list(table.marks):
+        quantity = QUANTITIES[q]
+        if quantity.better is None:
+            continue
+        base = value(baseline, quantity, table.sources[q])
+        if math.isnan(base):
+            continue
+        rows = summaries_of(table, q)
+        filled = {lb: s for lb, s in rows.items() if s.n > 0 and not math.isnan(s.mean)}
+        if not filled:
+            continue
+        failing = []
+        for lb, s in filled.items():
+            better = direction_of(s.mean, base, quantity.better) == "better"
+            if better and s.n >= 2 and s.se > 0:
+                t = (s.mean - base) / s.se
+                better = float(2 * st.t.sf(abs(t), s.n - 1)) < alpha
+            if not better:
+                failing.append(lb)
+        if failing:
+            flagged.append(q)
+            table.uninformative.append(q)
+            col = table.marks[q]
+            table.frame[col] = ["uninformative (≈ untrained)" if t else t for t in table.frame[col].tolist()]
+            label = table.columns[q][1]
+            table.notes.append(
+                f"{label} does not separate trained runs from the untrained baseline ({base:.4g}) in row(s) "
+                f"{', '.join(failing)}: differences between rows in this metric are not evidence at this budget.")
+    return flagged

@@ -46,7 +46,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                                 epilog=__doc__.split("\n", 2)[2])
     p.add_argument("roots", nargs="+", type=Path, metavar="DIR",
                    help="sweep or runs directories (searched recursively); with --checkpoints: run directories")
-    p.add_argument("--out", type=Path, help="output folder (default: <DIR>/tables, or <common parent>/tables)")
+    p.add_argument("--out", type=Path, help="output folder (default: <DIR>/tables, or <common parent>/tables; "
+                                            "with --checkpoints <common parent>/checkpoint_tables)")
     p.add_argument("--tables", default="auto",
                    help=f"auto (default: the tables the runs fill), all, or a comma-separated subset of "
                         f"{','.join(TABLE_NAMES)}")
@@ -57,6 +58,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--no-control", action="store_true", help="same as --control none")
     p.add_argument("--include-incomplete", action="store_true",
                    help="also use runs without the COMPLETED marker (or with failure.json)")
+    p.add_argument("--baseline", type=Path, metavar="RUN_DIR",
+                   help="an untrained model's evaluated run dir (walt-demo's demo_baseline): metrics that do not "
+                        "separate trained rows from it are marked uninformative")
     p.add_argument("--checkpoints", action="store_true",
                    help="metric-against-step tables and plots from results.json `checkpoints` of the given runs")
     p.add_argument("--metrics", default="",
@@ -127,10 +131,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"walt-tables: no such directory: {', '.join(map(str, missing))}", file=sys.stderr)
         return 2
     root = Path(common_root(args.roots))
-    out = args.out or root / "tables"
     if args.checkpoints:
-        return _checkpoints(args, out)
+        return _checkpoints(args, args.out or root / "checkpoint_tables")
+    out = args.out or root / "tables"
 
+    baseline = None
+    if args.baseline is not None:
+        from analysis.collect import read_run
+
+        if not (args.baseline / "results.json").exists():
+            print(f"walt-tables: --baseline {args.baseline} has no results.json", file=sys.stderr)
+            return 2
+        baseline = read_run(args.baseline)
     runs = collect_many(args.roots)
     skipped = runs.attrs.get("skipped", [])
     written = write_runs_csv(runs, out, root)
@@ -151,6 +163,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 for path in _stale(out, name):
                     path.unlink()
             continue
+        if baseline is not None and name != "main":
+            from analysis.aggregate import check_against_baseline
+
+            check_against_baseline(table, baseline)
         stem = _STEMS.get(name, f"table{name}")
         written += render.write(table, out, stem=stem).values()
         if name != "main":

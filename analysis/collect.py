@@ -46,6 +46,7 @@ KEY_ALIASES = {"autoencoder.normalize_latents": "diffusion.normalize_latents"}
 # config sections that describe the launcher, not the experiment
 _CONFIG_SKIP = ("hydra",)
 BASE_COLUMNS = ("run_dir", "completed", "failed")
+RUN_ARTEFACTS = {"checkpoints", "tensorboard", "eval", "samples", "tables", "checkpoint_tables"}
 RESULT_FIELDS = ("stage", "global_step", "params", "steps_per_sec", "wall_time_s", "peak_memory_bytes")
 
 
@@ -61,11 +62,12 @@ def find_run_dirs(root: str | os.PathLike) -> Iterator[Path]:
     """Directories under `root` (itself included) holding results.json or config.yaml, sorted.
 
     Hidden directories (Hydra's `.hydra/` holds an unresolved config.yaml, `.submitit/` logs) are
-    not descended into.
+    not descended into, nor a run's own artefact folders (checkpoints/, tensorboard/, eval/, ...).
     """
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         if runs.RESULTS in filenames or runs.CONFIG in filenames:
+            dirnames[:] = [d for d in dirnames if d not in RUN_ARTEFACTS]
             yield Path(dirpath)
 
 

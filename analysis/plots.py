@@ -85,6 +85,9 @@ def quantities_figure(table: Table, quantities: Sequence[str] | None = None) -> 
 
 
 def _marks(ax: Axes, table: Table, q: str, means: Sequence[float]) -> None:
+    if q in table.uninformative:
+        ax.text(0.5, 0.92, "≈ untrained: not evidence", transform=ax.transAxes, ha="center", fontsize=7, color="C3")
+        return
     for i, verdict in enumerate(table.verdicts.get(q, [])):
         if verdict.resolved and i < len(means) and not math.isnan(means[i]):
             ax.annotate(f"* {verdict.direction}", (i, means[i]), textcoords="offset points", xytext=(4, 6),

@@ -388,3 +388,26 @@ def test_layout_table(layout_runs, tmp_path):
     assert main([str(layout_runs), "--out", str(out)]) == 0
     assert (out / "tablelayouts.md").exists() and (out / "tablelayouts.png").exists()
     assert "Cross-paper layouts" in (out / "tablelayouts.md").read_text()
+
+
+def test_baseline_flags_metrics_that_do_not_separate_from_untrained(demo_sweep, tmp_path, capsys):
+    """walt-demo's untrained baseline: fvd_synth separates, is_synth (1.04 everywhere) does not."""
+    baseline = tmp_path / "demo_baseline"
+    cfg = copy.deepcopy(DEMO_CONFIG)
+    write_run(baseline, cfg, {"fvd_synth": 3.0, "is_synth": 1.04, "synth_acc": 0.25}, completed=False,
+              baseline="untrained", global_step=0)
+    out = tmp_path / "tables"
+    assert main([str(demo_sweep), "--out", str(out), "--baseline", str(baseline)]) == 0
+    md = (out / "table3a.md").read_text()
+    assert "IS_synth (ours) does not separate trained runs from the untrained baseline (1.04)" in md
+    assert "uninformative (≈ untrained)" in md and "FVD_synth (ours) does not separate" not in md
+    row2 = next(line for line in md.splitlines() if line.startswith("| 2 |"))
+    assert "worse (p<0.001; paper: worse)" in row2  # fvd_synth marks are kept
+
+    summary = table3(collect_runs(demo_sweep), "3a").summary("fvd")
+    assert summary["metric"] == "fvd_synth" and summary["reference"] == "1" and list(summary["rows"]) == ["2"]
+    row = summary["rows"]["2"]
+    assert row["verdict"] == "worse" and row["paper"] == "worse" and row["agrees_with_paper"] is True
+    assert row["n"] == 3 and row["p"] < 0.001
+    json.dumps(summary)  # JSON-able for the demo's printed summary
+    assert main([str(demo_sweep), "--out", str(out), "--baseline", str(tmp_path / "nope")]) == 2
