@@ -164,13 +164,18 @@ class ControlReport:
 
 
 def apply_control(members: Sequence[tuple[str, Mapping[str, Any]]], *, axis_keys: set[str], axis: str,
-                  preferred: Mapping[str, Any], config_keys: Sequence[str], mode: str = "auto") -> tuple[list[tuple[str, Mapping[str, Any]]], ControlReport]:
+                  preferred: Mapping[str, Any], config_keys: Sequence[str], mode: str = "auto",
+                  hold_across_rows: bool = True, row_order: Sequence[str] = ()) -> tuple[list[tuple[str, Mapping[str, Any]]], ControlReport]:
     """The (row label, run) pairs the table keeps under `mode`, and what was done.
 
     members: every run that matches a row, with its row label.
     axis_keys: the config keys that define the rows (never held).
     preferred: {config key: paper default} of the other axes (DefaultsTo or plain values).
     config_keys: the config columns of the runs (candidates for holding).
+    hold_across_rows: hold a key with a paper default even when it is constant inside every row (Table 3:
+        another ablation axis must not change along this one); False for tables whose rows are whole
+        recipes (the cross-paper layout table: Latte's preset brings its own patch size), where only keys
+        varying inside a row are held and the rest are listed as part of each row's setting.
     """
     if mode not in MODES:
         raise ValueError(f"control mode {mode!r} is not one of {MODES}")
@@ -198,7 +203,7 @@ def apply_control(members: Sequence[tuple[str, Mapping[str, Any]]], *, axis_keys
                 values = set().union(*per_row.values()) if per_row else set()
                 if len(values) <= 1:
                     continue
-                if key in preferred or any(len(v) > 1 for v in per_row.values()):
+                if (hold_across_rows and key in preferred) or any(len(v) > 1 for v in per_row.values()):
                     pick = key
                     break
             if pick is None:
@@ -217,7 +222,8 @@ def apply_control(members: Sequence[tuple[str, Mapping[str, Any]]], *, axis_keys
             want = expected if isinstance(expected, DefaultsTo) else DefaultsTo(expected)
             if len(values) == 1 and members and not value_matches(lookup(members[0][1], key), want):
                 report.off_default.append((key, display(lookup(members[0][1], key)), show(expected)))
-        report.follows_axis = _follows_axis(members, [k for k in candidates if k not in preferred])
+        report.follows_axis = _follows_axis(members, [k for k in candidates if k not in preferred or not hold_across_rows],
+                                            row_order)
     return list(members), report
 
 
@@ -264,14 +270,17 @@ def _mixed(members, keys: Sequence[str]) -> list[str]:
     return out
 
 
-def _follows_axis(members, keys: Sequence[str], limit: int = 6) -> list[str]:
+def _follows_axis(members, keys: Sequence[str], row_order: Sequence[str] = (), limit: int = 6) -> list[str]:
+    order = {lb: i for i, lb in enumerate(row_order)}
     out = []
     for key in keys:
         per_row: dict[str, set] = {}
-        for lb, r in members:
+        shown: dict[str, str] = {}
+        for lb, r in sorted(members, key=lambda m: order.get(m[0], len(order))):
             per_row.setdefault(lb, set()).add(canon(lookup(r, key)))
+            shown.setdefault(lb, display(lookup(r, key)))
         if len(set().union(*per_row.values()) if per_row else set()) > 1:
-            out.append(f"{key} ({'; '.join(f'{lb}: {next(iter(v))}' for lb, v in per_row.items())})")
+            out.append(f"{key} ({'; '.join(f'{lb}: {shown[lb]}' for lb in per_row)})")
     if len(out) > limit:
         out = out[:limit] + [f"{len(out) - limit} more"]
     return out

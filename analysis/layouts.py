@@ -9,10 +9,12 @@ memory and parameters: each mean ± standard error over the row's runs, with n, 
 metrics a mark against the W.A.L.T row (Welch's t-test, analysis.stats.RULE; the first row with runs
 when no W.A.L.T run exists).
 
-The control rule is Table 3's (analysis.control, mode auto by default): every other key that varies
-(patch size, windows, depth, ...) is held, at the W.A.L.T paper default when runs have it, so rows
-differ in the layout only. Keys a layout preset changes together with the layout (e.g. Latte's
-sin-cos position embedding) stay part of the row and are listed in the notes.
+The control rule is Table 3's (analysis.control, mode auto by default) with one difference: a row is
+a whole recipe, so only keys that vary *inside* a row (seeds aside) are held, at the W.A.L.T paper
+default when runs have it, else at the value that fills the most rows. Keys a preset changes together
+with the layout (Latte's patch size 2, sin-cos position embedding, separate AdaLN) stay part of the row
+and are listed in the notes ("Also different between rows"). To compare layouts at one patch size, run
+them at one patch size (or pass --where model.patch_size=1).
 
 There is no paper column: the papers report these designs on different data, model sizes and budgets.
 Throughput and memory depend on the hardware: compare rows measured on one machine.
@@ -75,7 +77,8 @@ def layout_table(runs: pd.DataFrame, *, where: Mapping[str, Any] | None = None, 
     axis_text = "layout (model.layout, model.temporal_pos)"
     kept, report = apply_control(selected, axis_keys=set(AXIS_KEYS), axis=axis_text,
                                  preferred=paper_defaults(exclude=AXIS_KEYS), config_keys=config_columns(runs),
-                                 mode=mode)
+                                 mode=mode, hold_across_rows=False,
+                                 row_order=list(LAYOUT_ROWS) + sorted({lb for lb, _ in selected} - set(LAYOUT_ROWS)))
     found = {lb for lb, _ in kept}
     rows = [lb for lb in LAYOUT_ROWS if lb in found] + sorted(found - set(LAYOUT_ROWS))
     members = {lb: [r for l2, r in kept if l2 == lb] for lb in rows}

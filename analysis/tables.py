@@ -188,7 +188,7 @@ def table3(runs: pd.DataFrame, key: str, *, where: Mapping[str, Any] | None = No
     selected, notes, diag = select(matching, where=where, completed_only=completed_only, what=f"Table {key}")
     diagnostics += diag
     kept, report = apply_control(selected, axis_keys=own, axis=axis_text, preferred=paper_defaults(key),
-                                 config_keys=config_columns(runs), mode=mode)
+                                 config_keys=config_columns(runs), mode=mode, row_order=list(axis.rows))
     if selected and not kept:
         which = "; ".join(h.text() for h in report.holds)
         diagnostics.append(f"--control paper leaves none of the {len(selected)} run(s): {which}; use --control "

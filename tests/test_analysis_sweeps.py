@@ -411,3 +411,21 @@ def test_baseline_flags_metrics_that_do_not_separate_from_untrained(demo_sweep, 
     assert row["n"] == 3 and row["p"] < 0.001
     json.dumps(summary)  # JSON-able for the demo's printed summary
     assert main([str(demo_sweep), "--out", str(out), "--baseline", str(tmp_path / "nope")]) == 2
+
+
+def test_layout_rows_are_recipes(tmp_path):
+    """Presets differ in more than the layout (Latte: p = 2, separate AdaLN): kept, listed as part of the row."""
+    for seed in (0, 1):
+        walt = copy.deepcopy(DEMO_CONFIG)
+        walt["seed"] = seed
+        write_run(tmp_path / f"walt{seed}", walt, {"fvd_synth": 1.0 + seed / 10})
+        latte = copy.deepcopy(DEMO_CONFIG)
+        latte["seed"] = seed
+        latte["model"].update(layout="s_t", patch_size=2, adaln_lora_rank=0, pos_embed="sincos")
+        write_run(tmp_path / f"latte{seed}", latte, {"fvd_synth": 1.5 + seed / 10})
+    t = layout_table(collect_runs(tmp_path))
+    assert t.frame["n"].tolist() == [2, 2]
+    follows = next(n for n in t.notes if n.startswith("Also different between rows"))
+    assert "model.patch_size (W.A.L.T (S / ST windows): 1; Latte V1 (S / T blocks alternate): 2)" in follows
+    assert "model.adaln_lora_rank" in follows
+    assert "held fixed: nothing" in next(n for n in t.notes if n.startswith("Control (auto)"))
