@@ -73,7 +73,7 @@ def layout_table(runs: pd.DataFrame, *, where: Mapping[str, Any] | None = None, 
     selected, notes, diagnostics = select(matching, where=where, completed_only=completed_only,
                                           what="the layout table")
     if not matching:
-        diagnostics.append("no stage-2 run")
+        diagnostics.append(f"no stage-2 run (stage: diffusion) among the {len(runs)} run(s) collected")
     axis_text = "layout (model.layout, model.temporal_pos)"
     kept, report = apply_control(selected, axis_keys=set(AXIS_KEYS), axis=axis_text,
                                  preferred=paper_defaults(exclude=AXIS_KEYS), config_keys=config_columns(runs),

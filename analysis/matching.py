@@ -2,7 +2,7 @@
 
 Values on disk come in several spellings (an ST window is [5, 8, 8] in YAML, (5, 8, 8) after
 collection, "5x8x8" in the paper; numbers may be ints or floats), so matching normalises both
-sides instead of comparing with `==`. A key a run lacks (older config, other stage) never matches
+sides instead of comparing with `==`; a list of names (tags) matches any name it holds. A key a run lacks (older config, other stage) never matches
 unless the spec says what the absent key means with `DefaultsTo`.
 """
 from __future__ import annotations
@@ -54,6 +54,8 @@ def value_matches(actual: Any, expected: Any) -> bool:
         return False
     if callable(expected):
         return bool(expected(actual))
+    if isinstance(actual, tuple) and actual and all(isinstance(a, str) for a in actual) and isinstance(expected, str):
+        return expected in actual  # a list of names (tags): --where tags=ablation
     if isinstance(expected, bool):
         if isinstance(actual, str):
             return actual.strip().lower() == str(expected).lower()

@@ -182,7 +182,9 @@ def table3(runs: pd.DataFrame, key: str, *, where: Mapping[str, Any] | None = No
 
     matching = [(lb, r) for r in records if is_stage2(r) for lb in [row_of(r)] if lb is not None]
     diagnostics = []
-    if not matching:
+    if not any(is_stage2(r) for r in records):
+        diagnostics.append(f"no stage-2 run (stage: diffusion) among the {len(records)} run(s) collected")
+    elif not matching:
         diagnostics.append(f"no stage-2 run sets {axis_text} to a row's value "
                            f"({', '.join(axis.rows)})")
     selected, notes, diag = select(matching, where=where, completed_only=completed_only, what=f"Table {key}")

@@ -429,3 +429,14 @@ def test_layout_rows_are_recipes(tmp_path):
     assert "model.patch_size (W.A.L.T (S / ST windows): 1; Latte V1 (S / T blocks alternate): 2)" in follows
     assert "model.adaln_lora_rank" in follows
     assert "held fixed: nothing" in next(n for n in t.notes if n.startswith("Control (auto)"))
+
+
+def test_where_tags_and_notes_are_not_axes(tmp_path):
+    for seed, tags in ((0, ["ablation", "v2"]), (1, ["ablation"]), (2, ["other"])):
+        cfg = copy.deepcopy(DEMO_CONFIG)
+        cfg.update(seed=seed, tags=tags, notes=f"try {seed}")
+        write_run(tmp_path / f"r{seed}", cfg, {"fvd_synth": 1.0 + seed})
+    runs = collect_runs(tmp_path)
+    assert table3(runs, "3a", where={"tags": "ablation"}).frame["n"].tolist() == [2, 0, 0]
+    t = table3(runs, "3a")  # differing tags / notes are not held: all three are replicates of p = 1
+    assert t.frame["n"].tolist() == [3, 0, 0] and "held fixed: nothing" in " ".join(t.notes)
