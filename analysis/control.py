@@ -34,7 +34,7 @@ import math
 import re
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Any, Mapping, Sequence
 
 from analysis.matching import MISSING, DefaultsTo, lookup, value_matches, window_label
 

@@ -21,7 +21,6 @@ Throughput and memory depend on the hardware: compare rows measured on one machi
 """
 from __future__ import annotations
 
-import math
 from typing import Any, Mapping
 
 import pandas as pd
@@ -30,9 +29,9 @@ from analysis.aggregate import MISSING_TEXT, Table, add_quantity
 from analysis.collect import config_columns
 from analysis.control import apply_control, canon
 from analysis.matching import MISSING, DefaultsTo, lookup, matches
-from analysis.metrics import QUANTITIES, choose_source, value
+from analysis.metrics import QUANTITIES, choose_source
 from analysis.stats import RULE
-from analysis.tables import is_stage2, paper_defaults, select
+from analysis.tables import is_stage2, paper_defaults, reported, select
 
 AXIS_KEYS = ("model.layout", "model.temporal_pos")
 _ABS = DefaultsTo("absolute")
@@ -84,10 +83,7 @@ def layout_table(runs: pd.DataFrame, *, where: Mapping[str, Any] | None = None, 
     members = {lb: [r for l2, r in kept if l2 == lb] for lb in rows}
     reference = REFERENCE if REFERENCE in rows else (rows[0] if rows else None)
     everyone = [r for _, r in kept]
-    quantities = [q for q in QUANTITY_ORDER
-                  if any(not math.isnan(value(r, QUANTITIES[q], s)) for r in everyone for s in QUANTITIES[q].sources)]
-    if not quantities:
-        quantities = ["fvd"]
+    quantities = [q for q in QUANTITY_ORDER if reported(q, everyone)] or ["fvd"]
     table = Table("layouts", "space-time layouts", pd.DataFrame(), "layout", control=report,
                   reference_row=reference, diagnostics=diagnostics,
                   caption_text="Cross-paper layouts: W.A.L.T, Latte V1-V4, LaVie (ours, no paper column)")

@@ -20,7 +20,7 @@ import pandas as pd
 from analysis import reference
 from analysis.aggregate import MISSING_TEXT, Table, add_quantity, completed, nanmean  # noqa: F401 (re-exported)
 from analysis.collect import config_columns
-from analysis.control import apply_control, canon, count_values, show
+from analysis.control import ABSENT, apply_control, canon, count_values, show
 from analysis.matching import DefaultsTo, Spec, lookup, matches, spec_keys
 from analysis.metrics import QUANTITIES, choose_source, is_synthetic, source_label, value
 from analysis.stats import RULE
@@ -80,8 +80,6 @@ TABLE3: dict[str, Axis] = {
         str(c): {"autoencoder.latent_channels": c} for c in (4, 8, 16, 32)
     }),
 }
-# keys whose differing values inside one row mean the row mixes unlike runs
-MIX_KEYS = ("data.dataset",)
 # --------------------------------------------------------------------------------------------
 
 EXTRA_QUANTITIES = ("steps_per_sec", "params_m", "rfvd")  # shown where the paper has them
@@ -112,8 +110,7 @@ def paper_defaults(key: str | None = None, exclude: Sequence[str] = ()) -> dict[
 
 def is_stage2(run: Mapping[str, Any]) -> bool:
     """A latent-diffusion run (or one that does not say its stage)."""
-    stage = lookup(run, "stage")
-    return stage is None or canon(stage) in ("diffusion", "(absent)")
+    return canon(lookup(run, "stage")) in ("diffusion", ABSENT)
 
 
 def is_stage1(run: Mapping[str, Any]) -> bool:
@@ -197,11 +194,10 @@ def table3(runs: pd.DataFrame, key: str, *, where: Mapping[str, Any] | None = No
                            f"auto (the default: other axes held at values present among the runs) or --no-control")
     members: dict[str, list[dict]] = {label: [r for lb, r in kept if lb == label] for label in axis.rows}
 
-    quantities = ["fvd", "is"] + [q for q in OURS_ONLY if any(
-        not math.isnan(value(r, QUANTITIES[q], s)) for r in map(lambda x: x[1], kept) for s in QUANTITIES[q].sources)]
+    everyone = [r for _, r in kept]
+    quantities = ["fvd", "is"] + [q for q in OURS_ONLY if reported(q, everyone)]
     quantities += [q for q in EXTRA_QUANTITIES if ref[q].notna().any()]
     ae_runs = _autoencoder_runs(records, where, completed_only) if "rfvd" in quantities else []
-    everyone = [r for rs in members.values() for r in rs]
     table = Table(key, axis.title, pd.DataFrame(), axis.label, control=report, reference_row=axis.default,
                   diagnostics=diagnostics)
     data: dict[str, list] = {axis.label: list(axis.rows)}
@@ -233,6 +229,11 @@ def table3(runs: pd.DataFrame, key: str, *, where: Mapping[str, Any] | None = No
     if len(filled) == 1 and len(axis.rows) > 1:
         table.diagnostics.append(f"only row {filled[0]} has runs: the runs do not vary {axis_text}")
     return table
+
+
+def reported(q: str, runs: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether any run reports quantity `q` under any of its sources."""
+    return any(not math.isnan(value(r, QUANTITIES[q], s)) for r in runs for s in QUANTITIES[q].sources)
 
 
 def table3_all(runs: pd.DataFrame, keys=None, **kwargs) -> dict[str, Table]:
