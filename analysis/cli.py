@@ -9,6 +9,8 @@ Writes into --out (default <dir>/tables):
                           metrics, results fields, then other differing columns; paths relative to <dir>
   all_runs_constants.csv  every column with one value in all runs (column, value)
   table3X.md/.tex/.csv/.png, main_results.md/.tex/.csv, tablelayouts.md/.tex/.csv/.png
+  summary.json            per table and metric: each row's n, mean, SE, verdict against the default row
+                          (better / worse / not resolved), p, the paper's direction and agreement
 Which tables: by default (--tables auto) every Table 3 sub-table whose rows are filled for at least
 two values of its axis (the sweep varied it), the cross-paper layout table when runs use at least two
 layouts, and the main-results table when any of its rows has runs; a table left out is named with the
@@ -19,6 +21,7 @@ compares: the control rule (analysis.control), explained in every table's notes.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from pathlib import Path
@@ -38,6 +41,7 @@ CONTROL_HELP = (
     "most rows); seeds are replicates; paper = other Table 3 axes at the paper default only; none = every "
     "matching run")
 _STEMS = {"main": "main_results"}
+SUMMARY = "summary.json"
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -153,7 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"  skipped {s['run_dir']}: {s['reason']}")
     print(f"control rule ({args.control}): {_rule_line(args.control)}")
 
-    left_out = []
+    left_out, summary = [], {}
     for name in args.tables:
         table = build(name, runs, args)
         ok, why = wanted(name, table, args.auto)
@@ -173,8 +177,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             from analysis.plots import plot_table
 
             written.append(plot_table(table, out / f"{stem}.png"))
+        if name != "main":
+            summary[name] = {q: table.summary(q) for q in table.marks}
         print()
         print(render.to_markdown(table), end="")
+    summary_path = out / SUMMARY
+    if summary:
+        summary_path.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+        written.append(summary_path)
+    elif summary_path.exists():
+        summary_path.unlink()
     print()
     if left_out:
         print("tables not written:")

@@ -127,8 +127,13 @@ def test_demo_sweep_fills_3a_and_3c_without_flags(demo_sweep, tmp_path, capsys):
     assert main([str(demo_sweep), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     written = sorted(p.name for p in out.iterdir())
-    assert written == sorted(["all_runs.csv", "all_runs_constants.csv",
+    assert written == sorted(["all_runs.csv", "all_runs_constants.csv", "summary.json",
                               *(f"table3{k}.{e}" for k in "ac" for e in ("md", "tex", "csv", "png"))])
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary) == {"3a", "3c"} and set(summary["3a"]) == {"fvd", "is", "acc"}
+    assert summary["3a"]["fvd"]["rows"]["2"]["verdict"] == "worse" and summary["3a"]["fvd"]["rows"]["2"]["agrees_with_paper"]
+    assert summary["3c"]["fvd"]["rows"]["0.0"]["verdict"] == "worse"
+    assert summary["3a"]["is"]["rows"]["2"]["verdict"] == "not resolved"
     # the tables the sweep did not vary are named with the reason, never written empty
     assert "tables not written:" in printed
     assert "3b: only row 5x4x4 has runs: the runs do not vary ST window" in printed and "--tables 3b" in printed
