@@ -1,10 +1,12 @@
-"""walt-sample: videos from a stage-2 checkpoint, as an mp4 / GIF grid and optionally one file per sample.
+"""walt-sample: videos from a stage-2 run's checkpoints, as an mp4 / GIF grid and optionally one file per sample.
 
-Samples are the evaluation's samples (walt.evaluate.generate): sample j's noise comes from its own
+Samples are the evaluation's samples (walt.eval.sampling): sample j's noise comes from its own
 generator seeded by (eval.seed, j), so walt-sample with the same seed shows clips that walt-eval
 measured. Labels default to j % num_classes, which with one column per class puts a class in each
-column of the grid. GIFs are written with Pillow; it merges identical consecutive frames into one
-longer frame, so a still clip has fewer GIF frames but the same duration.
+column of the grid. ckpt=all or ckpt=<step>,<step> writes one sub-directory per checkpoint
+(step0002000/ ...), the same samples from each, for comparing checkpoints side by side. GIFs are
+written with Pillow; it merges identical consecutive frames into one longer frame, so a still clip has
+fewer GIF frames but the same duration.
 """
 from __future__ import annotations
 
@@ -20,18 +22,15 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 from einops import rearrange
-from omegaconf import DictConfig
 
-from walt.evaluate import eval_config, eval_device, generate, load_module, run_config, stage_of
+from walt.config.run import RunConfig
+from walt.eval.checkpoints import select_checkpoints, split_ckpt_override
+from walt.eval.sampling import class_cycle, eval_device, generate, sampling_settings
+from walt.metrics.c3d import to_uint8
+from walt.modules.build import load_module
 
 log = logging.getLogger(__name__)
 FORMATS = ("mp4", "gif")
-
-
-def to_uint8(videos: torch.Tensor) -> np.ndarray:
-    """(N, C, T, H, W) in [-1, 1] -> uint8 (N, T, H, W, C)."""
-    x = ((videos.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return rearrange(x, "n c t h w -> n t h w c").cpu().numpy()
 
 
 def make_grid(videos: torch.Tensor, cols: Optional[int] = None) -> np.ndarray:
@@ -43,8 +42,7 @@ def make_grid(videos: torch.Tensor, cols: Optional[int] = None) -> np.ndarray:
     pad = rows * cols - n
     if pad:
         videos = torch.cat([videos, videos.new_full((pad, *videos.shape[1:]), -1.0)])
-    x = ((videos.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return rearrange(x, "(r c) ch t h w -> t (r h) (c w) ch", r=rows, c=cols).cpu().numpy()
+    return rearrange(to_uint8(videos), "(r c) ch t h w -> t (r h) (c w) ch", r=rows, c=cols).cpu().numpy()
 
 
 def write_gif(path: str | os.PathLike, frames: np.ndarray, fps: int = 8) -> None:
@@ -69,61 +67,70 @@ def _write(path_stem: Path, frames: np.ndarray, fps: int, formats: Sequence[str]
     return written
 
 
-def sample_to_files(cfg: DictConfig, run_dir: str | os.PathLike, out_dir: str | os.PathLike, num_samples: int,
+def sample_to_files(run: RunConfig, out_dir: str | os.PathLike, num_samples: int,
                     labels: Optional[Sequence[int]] = None, grid: bool = True, fps: int = 8,
                     formats: Sequence[str] = FORMATS, per_sample: bool = False, cols: Optional[int] = None,
-                    module=None) -> list[Path]:
-    """Generate `num_samples` clips from <run_dir>/checkpoints/last.ckpt (or `module`) and write them.
+                    module=None, ckpt: str = "last") -> list[Path]:
+    """Generate `num_samples` clips from `module`, or from each checkpoint `ckpt` names, and write them.
 
     Sampling settings come from the eval group (sampling_steps, guidance_scale, use_ema, seed,
     batch_size, device). labels: class per sample (default j % num_classes). grid: one grid video,
     `cols` columns (default: one per class when conditional, else square). per_sample: also
-    sample_NNN.<fmt>. Writes samples.json (labels, settings) too. Returns the paths written.
+    sample_NNN.<fmt>. Writes samples.json (labels, settings) too. With several checkpoints each goes to
+    out_dir/step<global step>/. Returns the paths written.
     """
     bad = [f for f in formats if f not in FORMATS]
     if bad or not formats:
         raise ValueError(f"formats {bad or '[]'} not supported; valid: {FORMATS}")
-    if stage_of(cfg) != "diffusion":
-        raise ValueError(f"walt-sample needs a stage-2 (diffusion) run; {run_dir} is stage {stage_of(cfg)}")
-    ev = eval_config(cfg)
-    step = None
-    if module is None:
-        module, step = load_module(cfg, run_dir)
+    if run.stage != "diffusion":
+        raise ValueError(f"walt-sample needs a stage-2 (diffusion) run; {run.run_dir} is stage {run.stage}")
+    out_dir = Path(out_dir)
+    if module is not None:
+        return _sample_module(run, module, None, out_dir, num_samples, labels, grid, fps, formats, per_sample, cols)
+    chosen = select_checkpoints(run.run_dir, ckpt)
+    written = []
+    for c in chosen:
+        module, step = load_module(run, c.path)
+        target = out_dir if len(chosen) == 1 else out_dir / f"step{step:07d}"
+        written += _sample_module(run, module, step, target, num_samples, labels, grid, fps, formats, per_sample, cols)
+    return written
+
+
+def _sample_module(run: RunConfig, module, step: Optional[int], out_dir: Path, num_samples: int,
+                   labels: Optional[Sequence[int]], grid: bool, fps: int, formats: Sequence[str],
+                   per_sample: bool, cols: Optional[int]) -> list[Path]:
+    ev = run.eval
     module = module.float().eval().to(eval_device(ev))
     nc = module.model_cfg.num_classes
-    if labels is None and nc:
-        labels = [j % nc for j in range(num_samples)]
-    if labels is not None:
-        labels = [int(y) for y in labels]
-        if len(labels) != num_samples or any(not 0 <= y < max(nc, 1) for y in labels):
-            raise ValueError(f"labels must be {num_samples} class ids in [0, {nc}), got {labels}")
-    videos = torch.cat([generate(module, ev, s, min(s + ev.batch_size, num_samples), labels).cpu()
+    labels = class_cycle(nc, num_samples) if labels is None else [int(y) for y in labels]
+    if labels is not None and (len(labels) != num_samples or any(not 0 <= y < max(nc, 1) for y in labels)):
+        raise ValueError(f"labels must be {num_samples} class ids in [0, {nc}), got {labels}")
+    videos = torch.cat([generate(module, ev, s, min(s + ev.batch_size, num_samples), labels)[1].cpu()
                         for s in range(0, num_samples, ev.batch_size)])
-    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     if grid:
         cols = cols or (nc if nc and num_samples >= nc else None)
         written += _write(out_dir / "grid", make_grid(videos, cols), fps, formats)
     if per_sample:
-        for j, frames in enumerate(to_uint8(videos)):
+        for j, frames in enumerate(rearrange(to_uint8(videos), "n c t h w -> n t h w c").numpy()):
             written += _write(out_dir / f"sample_{j:03d}", frames, fps, formats)
     manifest = out_dir / "samples.json"
     manifest.write_text(json.dumps({
-        "run_dir": str(run_dir), "global_step": step, "num_samples": num_samples, "labels": labels,
-        "seed": ev.seed, "sampling_steps": ev.sampling_steps or module.diffusion_cfg.sampling_steps,
-        "guidance_scale": module.diffusion_cfg.guidance_scale if ev.guidance_scale is None else ev.guidance_scale,
-        "use_ema": ev.use_ema, "fps": fps, "shape_ncthw": list(videos.shape), "files": [p.name for p in written],
+        "run_dir": str(run.run_dir), "global_step": step, "num_samples": num_samples, "labels": labels,
+        **sampling_settings(module, ev), "fps": fps, "shape_ncthw": list(videos.shape),
+        "files": [p.name for p in written],
     }, indent=2))
     log.info("wrote %d samples to %s", num_samples, out_dir)
     return written + [manifest]
 
 
-def main(argv: Optional[Sequence[str]] = None) -> None:
-    """walt-sample <run_dir> [options] [overrides]: sample videos from a stage-2 run's last.ckpt.
+def main(argv: Optional[Sequence[str]] = None) -> list[Path]:
+    """walt-sample <run_dir> [options] [ckpt=last|all|<step>,<step>] [overrides]: sample videos from a stage-2 run.
 
-    Overrides (eval.seed=1, eval.sampling_steps=100, eval.guidance_scale=2, ...) apply to the run's
-    stored config. Files go to --out (default <run_dir>/samples). Prints the written paths as JSON.
+    Overrides (eval.seed=1, eval.sampling_steps=100, eval.guidance_scale=2, ...) re-compose the run's
+    stored config. Files go to --out (default <run_dir>/samples; one step<N>/ sub-directory per checkpoint
+    when ckpt= names several). Prints the written paths as JSON.
     """
     parser = argparse.ArgumentParser(prog="walt-sample", description=main.__doc__.split("\n\n")[0])
     parser.add_argument("run_dir")
@@ -135,11 +142,12 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--cols", type=int, default=None, help="grid columns")
     parser.add_argument("--per-sample", action="store_true", help="also one file per sample")
     parser.add_argument("--no-grid", action="store_true", help="no grid video")
-    args, overrides = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s")
-    cfg = run_config(args.run_dir, overrides)
+    args, rest = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
+    ckpt, overrides = split_ckpt_override(rest)
+    run = RunConfig.stored(args.run_dir, overrides)
     labels = [int(y) for y in args.labels.split(",")] if args.labels else None
-    paths = sample_to_files(cfg, args.run_dir, args.out or Path(args.run_dir) / "samples", args.num_samples,
-                            labels=labels, grid=not args.no_grid, fps=args.fps, formats=args.formats.split(","),
-                            per_sample=args.per_sample, cols=args.cols)
+    paths = sample_to_files(run, args.out or Path(args.run_dir) / "samples", args.num_samples, labels=labels,
+                            grid=not args.no_grid, fps=args.fps, formats=args.formats.split(","),
+                            per_sample=args.per_sample, cols=args.cols, ckpt=ckpt)
     print(json.dumps([str(p) for p in paths]))
+    return paths

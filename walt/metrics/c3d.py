@@ -38,7 +38,8 @@ def load_c3d(path: str | Path | None = None, device: str | torch.device = "cpu")
 
 
 def to_uint8(videos: torch.Tensor) -> torch.Tensor:
-    """(N, 3, T, H, W) in [-1, 1] -> uint8, as a saved video would hold it."""
+    """Pixels in [-1, 1] -> uint8 0..255 (same shape), as a saved video holds them: the suite's one
+    conversion (C3D and Inception inputs, sample grids and files)."""
     return ((videos.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
 
 

@@ -11,9 +11,12 @@ import contextlib
 from pathlib import Path
 from typing import Iterator, Sequence
 
+import numpy as np
 import torch
+from einops import rearrange
 from torch.utils.data import Dataset
 
+from walt.metrics.c3d import to_uint8
 from walt.metrics.protocol import MetricProtocol
 from walt.weights import WeightsError, WeightsSpec, file_checksum, resolve_weights
 
@@ -26,6 +29,7 @@ INCEPTION_SPEC = WeightsSpec(
 )
 FEATURE_EXTRACTOR = "inception-v3-compat"
 METRICS = ("fid", "isc", "kid")
+RNG_SEED = 2020  # torch-fidelity's default: IS row shuffle and KID subsets
 
 
 class _Uint8Images(Dataset):
@@ -74,9 +78,10 @@ def inception_weights(path: str | Path | None = None) -> Path:
 
 
 def fidelity_protocol(metric: str, weights_path: str | Path | None = None, **fields) -> MetricProtocol:
-    """Protocol record for an image metric; records the weights file's sha256 (none is pinned)."""
+    """Protocol record for an image metric ("fid", "kid", "is" or torch-fidelity's "isc"); records the
+    weights file's sha256 (none is pinned)."""
     file = resolve_weights(INCEPTION_SPEC, weights_path)
-    extractor = "torch-fidelity inception-v3-compat " + ("logits_unbiased" if metric == "isc" else "pool3 (2048-d)")
+    extractor = "torch-fidelity inception-v3-compat " + ("logits_unbiased" if metric in ("is", "isc") else "pool3 (2048-d)")
     checksum = "sha256:" + file_checksum(file, "sha256")
     return MetricProtocol(metric=metric, extractor=extractor, weights_checksum=checksum, resolution=299, **fields)
 
@@ -113,3 +118,56 @@ def image_fidelity(fake_images_uint8: torch.Tensor, real_images_uint8: torch.Ten
     with no_downloads():
         result = torch_fidelity.calculate_metrics(**kwargs)
     return {k: float(v) for k, v in result.items()}
+
+
+class InceptionExtractor:
+    """torch-fidelity's InceptionV3 on every frame of a clip, streamed in batches (what `image_fidelity`
+    computes all at once): pool3 features for FID / KID and logits_unbiased for IS. Frames are turned
+    into uint8 images first, as saved samples would be, and resized to 299 inside (TF-compatible)."""
+
+    name = "torch-fidelity inception-v3-compat pool3 (2048-d) / logits_unbiased"
+    dim, resolution = 2048, 299
+
+    def __init__(self, weights: str | Path | None = None, device: str | torch.device = "cpu", batch_size: int = 64):
+        from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+        file = inception_weights(weights)
+        with no_downloads():
+            net = FeatureExtractorInceptionV3(FEATURE_EXTRACTOR, ["2048", "logits_unbiased"],
+                                              feature_extractor_weights_path=str(file))
+        self.net, self.device, self.batch_size = net.to(device), torch.device(device), batch_size
+        self.weights_checksum = "sha256:" + file_checksum(file, "sha256")
+
+    @torch.no_grad()
+    def outputs(self, videos: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """(N, 3, T, H, W) in [-1, 1] -> features (N, T, 2048) and logits (N, T, 1008), float32."""
+        n = videos.shape[0]
+        images = rearrange(to_uint8(videos), "n c t h w -> (n t) c h w")
+        feats, logits = [], []
+        for chunk in images.split(self.batch_size):
+            f, l = self.net(chunk.to(self.device))
+            feats.append(f.float().cpu())
+            logits.append(l.float().cpu())
+        per_clip = lambda x: rearrange(torch.cat(x), "(n t) d -> n t d", n=n).numpy()  # noqa: E731
+        return per_clip(feats), per_clip(logits)
+
+
+def inception_score_of_logits(logits: np.ndarray, splits: int = 10) -> tuple[float, float]:
+    """(mean, std) IS of (N, 1008) logits_unbiased, torch-fidelity's computation (rows shuffled with
+    its seed 2020, then `splits` parts); splits is capped at N."""
+    from torch_fidelity.metric_isc import isc_features_to_metric
+
+    out = isc_features_to_metric(torch.from_numpy(np.asarray(logits)), splits=min(splits, len(logits)),
+                                 shuffle=True, rng_seed=RNG_SEED)
+    return out["inception_score_mean"], out["inception_score_std"]
+
+
+def kernel_inception_distance(fake: np.ndarray, real: np.ndarray, subset_size: int = 1000) -> tuple[float, float]:
+    """(mean, std) KID of (N, 2048) pool3 features, torch-fidelity's computation (100 subsets, cubic
+    polynomial kernel, seed 2020); subset_size is capped by the smaller sample count."""
+    from torch_fidelity.metric_kid import kid_features_to_metric
+
+    size = min(subset_size, len(fake), len(real))
+    out = kid_features_to_metric(torch.from_numpy(np.asarray(fake)), torch.from_numpy(np.asarray(real)),
+                                 kid_subset_size=size, rng_seed=RNG_SEED, verbose=False)
+    return out["kernel_inception_distance_mean"], out["kernel_inception_distance_std"]
