@@ -5,6 +5,7 @@ import logging
 from pathlib import Path
 
 import lightning as L
+import torch
 from torch.utils.data import DataLoader, Dataset
 
 from walt.data.datasets import UCF101, ClipDataset
@@ -13,6 +14,7 @@ from walt.data.imagenet import ImageNet, imagenet_classes
 from walt.data.joint import AppendedImages, MixedImages, video_frames
 from walt.data.kinetics import kinetics, kinetics_classes
 from walt.data.latents import LatentDataset
+from walt.data.sampling import ResumableSampler
 from walt.data.synthetic import SyntheticSpec, generate, is_generated
 from walt.data.video import ClipSpec, Sampling
 
@@ -44,6 +46,7 @@ class VideoDataModule(L.LightningDataModule):
     image_source: where joint-training images come from: "frames" (random frames of the training
         videos) or "imagenet" (the train split of an ImageNet tree at image_root).
     The joint-training batch contract is in walt.data.joint.
+    seed: the train order of epoch e is a function of (seed, e) (walt.data.sampling), so runs resume exactly.
     """
 
     def __init__(
@@ -72,6 +75,7 @@ class VideoDataModule(L.LightningDataModule):
         append_images: int = 0,
         image_source: str = "frames",
         image_root: str | None = None,
+        seed: int = 0,
     ):
         super().__init__()
         if dataset not in DATASETS:
@@ -90,7 +94,7 @@ class VideoDataModule(L.LightningDataModule):
         self.resolution, self.crop = resolution, Sampling(crop)
         self.train_clip = ClipSpec(num_frames, frame_stride, Sampling(temporal_sampling))
         self.val_clip = ClipSpec(num_frames, frame_stride, Sampling.center)
-        self.batch_size, self.num_workers = batch_size, num_workers
+        self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed
         self.pin_memory, self.persistent_workers = pin_memory, persistent_workers and num_workers > 0
         self.synthetic_spec = SyntheticSpec(**(synthetic or {})) if dataset == "synthetic" else None
         self.latent_cache = latent_cache
@@ -213,14 +217,24 @@ class VideoDataModule(L.LightningDataModule):
 
     # ----------------------------------------------------------------------------- loaders
     def loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
+        """Batches of `dataset`; the order (shuffled per epoch by seed and epoch) and the workers' seeds never
+        draw from the global RNG, and a resumed fit continues the interrupted epoch (walt.data.sampling)."""
+        generator = torch.Generator()
+        sampler = ResumableSampler(len(dataset), self.seed, shuffle=shuffle, generator=generator)
+        trainer = self.trainer if shuffle else None
+        if trainer is not None and trainer.global_step > 0:  # restored from a checkpoint: continue its epoch
+            batches = trainer.global_step * trainer.accumulate_grad_batches
+            epoch, done = divmod(batches, len(dataset) // self.batch_size)
+            sampler.resume_at(epoch, done * self.batch_size)
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
-            shuffle=shuffle,
+            sampler=sampler,
             drop_last=shuffle,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers,
+            generator=generator,
         )
 
     def train_dataloader(self) -> DataLoader:
