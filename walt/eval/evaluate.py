@@ -37,18 +37,20 @@ def hp_metric_tags(run: RunConfig) -> list[str]:
     return [TAG_PREFIX + m for m in metric_names(run)]
 
 
-def evaluate_run(run: RunConfig, module=None, ckpt: str = "last") -> dict:
+def evaluate_run(run: RunConfig, module=None, ckpt: str = "last", step: Optional[int] = None) -> dict:
     """Measure a run and record it in <run_dir>/results.json and <run_dir>/tensorboard.
 
-    module: a trained LightningModule in memory (walt-train's hook; measured at its global step as the
-        run's last weights); None = the checkpoints `ckpt` names ("last", "all", "2000,4000").
+    module: a trained LightningModule in memory (walt-train's hook), measured as the run's last weights
+        at `step` (default: module.global_step); None = the checkpoints `ckpt` names ("last", "all",
+        "2000,4000").
     Returns {"checkpoints": {step: entry}} plus, when last.ckpt (or `module`) was measured, its entry's
     "metrics", "protocol" and "evaluation" at the top level, as results.json holds them.
     """
     chosen = [] if module is not None else select_checkpoints(run.run_dir, ckpt)
     ctx = EvalContext.build(run)  # weights files are checked here, before any model is loaded
     if module is not None:
-        return _collect({int(module.global_step): _evaluate(ctx, module, int(module.global_step), None)})
+        step = int(module.global_step if step is None else step)
+        return _collect({step: _evaluate(ctx, module, step, None)})
     entries = {}
     for c in chosen:
         entries[c.step] = _evaluate_checkpoint(ctx, c)
@@ -59,7 +61,7 @@ def evaluate_after_train(run: RunConfig, module, trainer=None) -> dict:
     """walt-train's end-of-run hook: evaluate `module` when eval.after_train is set (rank 0 only); else {}."""
     if not run.eval.after_train or (trainer is not None and not trainer.is_global_zero):
         return {}
-    return evaluate_run(run, module=module)
+    return evaluate_run(run, module=module, step=trainer.global_step if trainer is not None else None)
 
 
 def evaluate_untrained(run: RunConfig, out_dir: str | os.PathLike) -> dict:
