@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat requirements/lock.txt pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: setup demo test test-fast bench lock clean
+.PHONY: setup demo test test-fast bench bench-setup lock clean
 
 setup: $(STAMP)
 
@@ -24,8 +24,13 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
 
-bench: $(STAMP)
-	for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done
+# Benchmark report (outputs/bench/report.{json,md}); BENCH_ARGS=--quick for a short run. bench-setup installs
+# the benchmark-only extra (diffusers, the peer model) from pyproject's optional-dependencies "bench".
+bench-setup: $(STAMP)
+	$(PY) -m pip install --disable-pip-version-check -q $$($(PY) -c "import tomllib; print(' '.join(repr(r) for r in tomllib.load(open('pyproject.toml', 'rb'))['project']['optional-dependencies']['bench']))")
+
+bench: bench-setup
+	$(PY) benchmarks/run.py $(BENCH_ARGS)
 
 # Re-pin after editing requirements/direct.txt (top-level pins): rebuilds the lock from a clean venv.
 lock:
