@@ -72,9 +72,10 @@ class StepCheckpoint(ModelCheckpoint):
     Files are overwritten, never versioned (-v1).
     """
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, save_top_k: int = 1, **kwargs):
         kwargs.setdefault("enable_version_counter", False)
-        super().__init__(*args, **kwargs)
+        self.keep = save_top_k  # Lightning allows only -1, 0, 1 without a monitored metric: the rest is ours
+        super().__init__(*args, save_top_k=-1 if save_top_k > 1 else save_top_k, **kwargs)
 
     def setup(self, trainer, pl_module, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
@@ -84,11 +85,11 @@ class StepCheckpoint(ModelCheckpoint):
     def _tidy(self, directory: Path) -> None:
         for tmp in directory.glob(".*.tmp"):
             tmp.unlink(missing_ok=True)
-        if self.save_top_k < 0:
+        if self.keep < 0:
             return
         steps = sorted((p for p in directory.glob("step*.ckpt") if step_of(p) is not None), key=step_of, reverse=True)
-        for stale in steps[self.save_top_k:]:
-            log.info("removing %s (save_top_k=%d keeps the newest)", stale, self.save_top_k)
+        for stale in steps[self.keep:]:
+            log.info("removing %s (save_top_k=%d keeps the newest)", stale, self.keep)
             stale.unlink(missing_ok=True)
 
     def _save_none_monitor_checkpoint(self, trainer, monitor_candidates) -> None:
