@@ -300,7 +300,8 @@ def split_constant_columns(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFr
     metrics (always, even when equal: they are the results); results fields (global_step, params,
     steps_per_sec, wall_time_s, peak_memory_bytes); everything else that differs (bookkeeping config
     keys such as paths.*, protocol.*, evaluation.*, overrides, ...). Columns empty in every run are
-    dropped, and paths.run_dir when it repeats run_dir.
+    dropped, and so are paths.run_dir when it repeats run_dir and results columns that repeat a config
+    column (first_stage.ckpt = first_stage_ckpt).
     """
     frame = frame.loc[:, [c for c in frame.columns if not frame[c].isna().all()]]
     metrics = metric_columns(frame)
@@ -315,6 +316,9 @@ def split_constant_columns(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFr
     head = [c for c in BASE_COLUMNS if c in frame.columns]
     rest = [c for c in frame.columns if c not in constant and c not in set(head) | set(config) | set(metrics)
             | set(fields)]
+    known = set(config_columns(frame))
+    seen = {tuple(map(repr, frame[c].tolist())): c for c in config_columns(frame) if c in frame.columns}
+    rest = [c for c in rest if c in known or tuple(map(repr, frame[c].tolist())) not in seen]  # e.g. first_stage.ckpt
     varying = frame[head + config + metrics + fields + rest]
     constants = pd.DataFrame({"column": constant,
                               "value": [_cell(frame[c].iloc[0]) if len(frame) else "" for c in constant]})

@@ -47,7 +47,7 @@ LAYOUT_ROWS: dict[str, Mapping[str, Any]] = {
     "spatial only (no temporal mixing)": {"model.layout": "spatial", "model.temporal_pos": _ABS},
 }
 REFERENCE = "W.A.L.T (S / ST windows)"
-QUANTITY_ORDER = ("fvd", "is", "acc", "steps_per_sec", "peak_memory_gib", "params_m")
+QUANTITY_ORDER = ("fvd", "is", "acc", "acc_real", "steps_per_sec", "peak_memory_gib", "params_m")
 # --------------------------------------------------------------------------------------------
 
 

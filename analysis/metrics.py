@@ -42,6 +42,8 @@ QUANTITIES: dict[str, Quantity] = {
         Quantity("fid", "FID", ("fid", "fid_synth"), better=LOWER),
         Quantity("rfvd", "rFVD", ("rfvd", "rfvd_synth"), better=LOWER, first_stage=True, tested=False),
         Quantity("acc", "class acc", ("synth_acc",), better=HIGHER),
+        # the same classifier on real clips: the ceiling class acc is read against (not a model property)
+        Quantity("acc_real", "class acc real clips", ("synth_acc_real",), better=HIGHER, tested=False),
         Quantity("steps_per_sec", "steps/s", ("steps_per_sec",), comparable=False, better=HIGHER, tested=False),
         Quantity("peak_memory_gib", "peak memory [GiB]", ("peak_memory_bytes",), scale=2.0 ** -30,
                  comparable=False, better=LOWER, tested=False),
@@ -57,7 +59,7 @@ def is_synthetic(source: str) -> bool:
 
 def source_label(quantity: Quantity, source: str) -> str:
     """Column label of `source`: the paper's label, or e.g. "FVD_synth" for synthetic metrics."""
-    if quantity.name == "acc":
+    if quantity.name in ("acc", "acc_real"):
         return quantity.label
     return f"{quantity.label}_synth" if is_synthetic(source) else quantity.label
 

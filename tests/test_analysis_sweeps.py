@@ -96,7 +96,8 @@ def demo_sweep(tmp_path_factory):
                 cfg["paths"]["run_dir"] = f"/abs/outputs/multirun/demo/{name}"
                 # is_synth: no effect of either axis, only seed noise -> never resolved
                 write_run(root / name, cfg, {"fvd_synth": demo_fvd(p, sc, seed), "is_synth": 1.04 + NOISE[seed] / 10,
-                                             "synth_acc": 0.8 - 0.1 * (p == 2) + NOISE[seed] / 10})
+                                             "synth_acc": 0.8 - 0.1 * (p == 2) + NOISE[seed] / 10,
+                                             "synth_acc_real": 0.95})
     return root
 
 
@@ -160,6 +161,8 @@ def test_demo_sweep_fills_3a_and_3c_without_flags(demo_sweep, tmp_path, capsys):
     assert cells["2"]["IS_synth vs default"].startswith("not resolved (p=")
     assert cells["2"]["class acc (ours)"].startswith("0.7")  # synth_acc: ours only, no paper column
     assert "class acc (paper)" not in f.columns
+    assert f["class acc real clips (ours)"].tolist()[:2] == [0.95, 0.95]  # the classifier's ceiling, beside it
+    assert "class acc real clips vs default" not in f.columns
 
     t3c = table3(collect_runs(demo_sweep), "3c")
     assert t3c.frame["n"].tolist() == [3, 0, 0, 3]
