@@ -161,7 +161,7 @@ def test_demo_sweep_fills_3a_and_3c_without_flags(demo_sweep, tmp_path, capsys):
     assert cells["2"]["IS_synth vs default"].startswith("not resolved (p=")
     assert cells["2"]["class acc (ours)"].startswith("0.7")  # synth_acc: ours only, no paper column
     assert "class acc (paper)" not in f.columns
-    assert f["class acc real clips (ours)"].tolist()[:2] == [0.95, 0.95]  # the classifier's ceiling, beside it
+    assert f["class acc real clips (ours)"].tolist()[:2] == pytest.approx([0.95, 0.95])  # the classifier's ceiling, beside it
     assert "class acc real clips vs default" not in f.columns
 
     t3c = table3(collect_runs(demo_sweep), "3c")
