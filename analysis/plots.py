@@ -103,6 +103,10 @@ def _axis(ax: Axes, table: Table, quantity) -> None:
     if quantity is not None and quantity.better:
         ax.set_ylabel(direction_text(quantity), fontsize=8)
     ax.tick_params(axis="y", labelsize=7)
+    try:  # an offset ("1e-5+1") would overlap the title
+        ax.ticklabel_format(axis="y", useOffset=False)
+    except AttributeError:  # not a ScalarFormatter
+        pass
 
 
 def series_figure(title: str, panels: dict[str, dict[str, tuple[list, list, list]]], *, xlabel: str,
