@@ -140,11 +140,21 @@ def test_table3e_ablation_rows_switch_off_one_choice_each():
     flags = {}
     for point in sweep_points("table3e"):
         run = RunConfig.load(["+sweep=table3e", *point])
-        flags[point[0]] = (run.model.qk_norm, run.diffusion.normalize_latents, run.diffusion.zero_terminal_snr)
+        flags[next(o for o in point if o.startswith("ablation="))] = (run.model.qk_norm, run.diffusion.normalize_latents, run.diffusion.zero_terminal_snr)
     assert flags == {
         "ablation=none": (True, True, True), "ablation=no_qk_norm": (False, True, True),
         "ablation=no_latent_norm": (True, False, True), "ablation=no_zero_terminal_snr": (True, True, False),
     }
+
+
+def test_sweeps_replicate_every_point_over_seeds():
+    assert {tuple(p) for p in sweep_points("table3a")} >= {("seed=0", "model.patch_size=1")}
+    with_seeds = [p for p in itertools.product(*[[o] for o in ["+sweep=table3c", "seeds=3"]])]
+    from hydra import compose as hydra_compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = hydra_compose("train", overrides=list(with_seeds[0]), return_hydra_config=True)
+    assert cfg.hydra.sweeper.params.seed == "range(0,3)"
 
 
 def test_sweep_job_dirnames_are_short_single_components_and_stable():

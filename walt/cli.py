@@ -71,6 +71,10 @@ def _train(cfg: DictConfig) -> None:
     from walt.pipeline.train import train as train_run
 
     run = one_line_errors("walt-train")(RunConfig.from_hydra)(cfg, list(HydraConfig.get().overrides.task))
+    if cfg.dry_run:
+        print(json.dumps({"run_dir": str(run.run_dir), "stage": run.stage, "seed": run.seed,
+                          "overrides": [o for o in run.overrides if not o.startswith("dry_run")]}))
+        return
     train_run(run)
 
 

@@ -110,18 +110,9 @@ class TrainerConfig:
     benchmark: Optional[bool] = None
     enable_progress_bar: bool = True
     enable_model_summary: bool = True
+    overfit_batches: float = 0.0
+    profiler: Optional[str] = None
     default_root_dir: Optional[str] = None
-
-
-@dataclass
-class LoggerConfig:
-    """TensorBoard logger; `version=""` keeps events directly under the run directory."""
-
-    _target_: str = "lightning.pytorch.loggers.TensorBoardLogger"
-    save_dir: str = "${paths.run_dir}"
-    name: str = "tensorboard"
-    version: str = ""
-    default_hp_metric: bool = False
 
 
 @dataclass
@@ -169,12 +160,15 @@ class TrainConfig:
     ckpt_path: warm start: initialise the weights from this checkpoint (fresh optimizer, step 0); ignored
         when the run resumes from its own checkpoints.
     tags, notes: free-form labels of the run, stored in results.json and TensorBoard's HPARAMS.
+    seeds: replicates per sweep point: the sweep presets sweep `seed` over range(0, seeds), so every
+        table row carries n = seeds runs (`walt-train -m +sweep=table3a seeds=3`).
+    dry_run: print what the run (or every job of a -m sweep) would do and where, then stop.
     autoencoder/model/diffusion/eval: checked by their own dataclasses (walt.autoencoder.config,
     walt.transformer.config, walt.diffusion.config, walt.config.eval) in RunConfig.from_hydra; their
     fields mix strings and lists (st_window: [5,8,8] or full), which OmegaConf's typed nodes cannot express.
     """
 
-    stage: Stage = Stage.autoencoder
+    stage: Stage = Stage.diffusion
     seed: int = 0
     run_name: str = MISSING
     force: bool = False
@@ -184,10 +178,12 @@ class TrainConfig:
     paths: PathsConfig = MISSING
     data: DataConfig = MISSING
     trainer: TrainerConfig = MISSING
-    logger: Optional[LoggerConfig] = None
+    logger: Any = None  # a Lightning logger's _target_ spec (logger=tensorboard | csv | none)
     callbacks: Dict[str, Any] = field(default_factory=dict)
     tags: List[str] = field(default_factory=list)
     notes: str = ""
+    seeds: int = 1
+    dry_run: bool = False
     autoencoder: Any = None
     model: Any = None
     diffusion: Any = None

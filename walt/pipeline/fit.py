@@ -25,6 +25,7 @@ import lightning as L
 import torch
 from filelock import FileLock, Timeout
 from hydra.utils import instantiate
+from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 from omegaconf import OmegaConf
 
@@ -205,10 +206,12 @@ def fit(run: RunConfig, module: L.LightningModule, datamodule: L.LightningDataMo
         plugins.append(SLURMEnvironment(auto_requeue=False))
     trainer: L.Trainer = instantiate(run.trainer, logger=logger, callbacks=callbacks, plugins=plugins,
                                      default_root_dir=str(run_dir))
-    if logger:
+    if isinstance(logger, TensorBoardLogger):
         # hp metrics are declared up front so the HPARAMS tab lines runs up by the same columns
         hp_metrics = (*getattr(module, "hp_metrics", ()), *(f"eval/{m}" for m in run.eval.stage_metrics(run.stage)))
         logger.log_hyperparams({**run.hparams(), "tags": ",".join(run.tags)}, metrics={m: math.nan for m in hp_metrics})
+    elif logger:
+        logger.log_hyperparams({**run.hparams(), "tags": ",".join(run.tags)})
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     try:
