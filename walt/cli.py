@@ -144,7 +144,7 @@ def tables(argv: list[str] | None = None) -> None:
     """walt-tables: collect finished runs into the papers' tables (Markdown, LaTeX, PNG)."""
     from analysis.cli import main
 
-    main(argv)
+    sys.exit(main(argv))
 
 
 def info(argv: list[str] | None = None) -> None:
