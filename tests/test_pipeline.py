@@ -32,6 +32,8 @@ def test_stage2_on_cached_synthetic_latents_lowers_the_loss(tmp_path, synthetic_
     assert f"first_stage_ckpt: {ae_dir}/checkpoints/last.ckpt" in config and "__ae-" in config
 
     events = EventAccumulator(str(tmp_path / "run" / "tensorboard")).Reload()
-    losses = [e.value for e in events.Scalars("train/loss")]
-    first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
-    assert last < 0.75 * first, (first, last)
+    losses = [e.value for e in events.Scalars("train/loss")]  # logged every 5 steps: 60 values
+    first, last = sum(losses[:5]) / 5, sum(losses[-20:]) / 20
+    # last-20 / first-5 ratio observed 0.51, 0.62, 0.71, 0.62, 0.64 over seeds 0-4 (one thread, this config);
+    # the last-5 mean alone is too noisy (0.40-0.76 across seeds and CPUs) to bound reliably
+    assert last < 0.85 * first, (first, last)
