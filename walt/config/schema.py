@@ -74,6 +74,13 @@ class DataConfig:
     persistent_workers: bool = True
     synthetic: Optional[SyntheticConfig] = None
     latent_cache: Optional[str] = None
+    max_bad_fraction: float = 0.01
+    probe: bool = True
+    image_ratio: float = 0.0
+    images_per_sample: int = 1
+    append_images: int = 0
+    image_source: str = "frames"
+    image_root: Optional[str] = None
 
     def datamodule(self, seed: int = 0, **changes):
         """The VideoDataModule of these settings, with `changes` (e.g. latent_cache=None) applied; `seed`
