@@ -53,3 +53,15 @@ def test_help_texts_list_config_groups():
     assert out.returncode == 0 and "data: imagenet, kinetics600, synthetic, ucf101" in out.stdout
     out = run_cli("train", "--help")
     assert out.returncode == 0 and "model: walt_l" in out.stdout and "== Configuration groups ==" in out.stdout
+
+
+@pytest.mark.parametrize("prog,args,message", [
+    ("train", ["data.foo=1"], "walt-train: error: Could not override 'data.foo'. (Key 'foo' not in 'DataConfig')"),
+    ("train", ["model.patch_size=two"], "walt-train: error: model.patch_size='two' is not a valid int"),
+    ("data", ["synthetic", "data.temporal_sampling=middle"], "expected one of [random, center]"),
+])
+def test_bad_overrides_print_one_line_and_exit_2(prog, args, message):
+    out = run_cli(prog, *args)
+    assert out.returncode == 2, out.stderr[-2000:]
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], out.stderr[-2000:]

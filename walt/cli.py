@@ -51,12 +51,18 @@ def one_line_errors(prog: str) -> Callable:
             except config_error_types() as err:
                 if os.environ.get("WALT_DEBUG"):
                     raise
-                message = str(err).strip().splitlines()
-                print(f"{prog}: error: {message[0] if message else type(err).__name__}"
-                      + (f" {' '.join(m.strip() for m in message[1:3])}" if len(message) > 1 else ""), file=sys.stderr)
+                print(f"{prog}: error: {error_line(err)}", file=sys.stderr)
                 sys.exit(EXIT_CONFIG)
         return run
     return wrap
+
+
+def error_line(err: BaseException) -> str:
+    """One line: the error's first line, plus the first line of its cause (Hydra wraps the real reason)."""
+    first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    cause = err.__cause__
+    reason = (str(cause).strip().splitlines() or [""])[0] if cause is not None else ""
+    return f"{first} ({reason})" if reason and reason not in first else first
 
 
 def setup_logging() -> None:
@@ -79,7 +85,13 @@ def _train(cfg: DictConfig) -> None:
 
 
 def train() -> None:
-    """walt-train: Hydra app; `walt-train --help` lists config groups and the composed config."""
+    """walt-train: Hydra app; `walt-train --help` lists config groups and the composed config.
+
+    A single run (no flags such as -m or --help) is composed and checked first, so a bad override gets the
+    same one-line error and exit status as every other command; sweeps are checked by Hydra per job."""
+    args = sys.argv[1:]
+    if not any(a.startswith("-") for a in args):
+        one_line_errors("walt-train")(RunConfig.load)(args)
     _train()
 
 

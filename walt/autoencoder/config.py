@@ -216,9 +216,14 @@ TINY = AutoencoderConfig(
     optim=AutoencoderOptimConfig(lr=1e-3, disc_lr=1e-3, betas=(0.9, 0.99), warmup_steps=20, ema_decay=0.99),
 )
 
+# The demo's: TINY at half the width, ~3.5x faster per training step on a 2-core CPU (0.63 s vs 2.25 s at
+# batch 16 of 17x32x32 clips, 2 threads; benchmarks/bench_autoencoder.py).
+MICRO = dataclasses.replace(TINY, base_channels=8, norm_groups=4)
+
 AUTOENCODER_PRESETS: dict[str, AutoencoderConfig] = {
     "magvit2": AutoencoderConfig(),
     "tiny": TINY,
+    "micro": MICRO,
 }
 
 
