@@ -73,7 +73,7 @@ class RunConfig:
     """One run, typed: the run-level settings plus one typed part per config group.
 
     stage: "autoencoder" (stage 1) or "diffusion" (stage 2). seed, run_name, force, first_stage_ckpt,
-    first_stage_steps, ckpt_path, tags, notes: see walt.config.schema.TrainConfig.
+    first_stage_steps, first_stage_seed, ckpt_path, tags, notes: see walt.config.schema.TrainConfig.
     paths, data, optim: the schema's typed groups. autoencoder, model, diffusion, eval: the leaf
     libraries' configs (model completed with the latent shape and the data's class count).
     trainer, logger, callbacks: Hydra `_target_` specs, instantiated by the pipeline.
@@ -87,6 +87,7 @@ class RunConfig:
     force: bool
     first_stage_ckpt: Optional[str]
     first_stage_steps: int
+    first_stage_seed: int
     ckpt_path: Optional[str]
     paths: PathsConfig
     data: DataConfig
@@ -117,7 +118,8 @@ class RunConfig:
         autoencoder = AutoencoderConfig.from_dict(t.autoencoder)
         run = cls(
             stage=str(t.stage.value), seed=int(t.seed), run_name=str(t.run_name), force=bool(t.force),
-            first_stage_ckpt=t.first_stage_ckpt, first_stage_steps=int(t.first_stage_steps), ckpt_path=t.ckpt_path,
+            first_stage_ckpt=t.first_stage_ckpt, first_stage_steps=int(t.first_stage_steps),
+            first_stage_seed=int(t.first_stage_seed), ckpt_path=t.ckpt_path,
             paths=t.paths, data=data, autoencoder=autoencoder,
             model=complete_model(t.model or {}, autoencoder, data),
             diffusion=DiffusionConfig.from_dict(t.diffusion or {}),

@@ -163,7 +163,8 @@ class TrainConfig:
     run_name: the run directory's name; re-using it resumes from last.ckpt.
     force: train even when the run directory already holds a completion marker.
     first_stage_ckpt: stage-2's frozen autoencoder checkpoint; "auto" finds or trains it by config
-        hash (walt.first_stage), with first_stage_steps training steps.
+        hash (walt.pipeline.first_stage), with first_stage_steps training steps and seed first_stage_seed
+        (fixed, so that stage-2 replicates seed=0,1,... share one autoencoder and its latent cache).
     ckpt_path: warm start: initialise the weights from this checkpoint (fresh optimizer, step 0); ignored
         when the run resumes from its own checkpoints.
     tags, notes: free-form labels of the run, stored in results.json and TensorBoard's HPARAMS.
@@ -181,6 +182,7 @@ class TrainConfig:
     force: bool = False
     first_stage_ckpt: Optional[str] = "auto"
     first_stage_steps: int = 2000
+    first_stage_seed: int = 0
     ckpt_path: Optional[str] = None
     paths: PathsConfig = MISSING
     data: DataConfig = MISSING

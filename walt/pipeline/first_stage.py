@@ -2,7 +2,7 @@
 
 With `first_stage_ckpt=auto`, the checkpoint lives under `<paths.output_dir>/autoencoders/<key>/`,
 where the key hashes what determines the autoencoder: its config (less logging settings), the clips
-it trains on, its step budget and the seed. A Table 3f sweep over `autoencoder.latent_channels`
+it trains on, its step budget and its seed (first_stage_seed, not the stage-2 seed: replicates share it). A Table 3f sweep over `autoencoder.latent_channels`
 therefore trains one autoencoder per c, and every other sweep shares one. A file lock makes
 concurrent sweep jobs wait for the one that trains it.
 """
@@ -32,7 +32,7 @@ def autoencoder_key(run: RunConfig) -> str:
     ae = {k: v for k, v in run.autoencoder.to_dict().items() if k not in _UNHASHED_AE_KEYS}
     data = run.to_dict()["data"]
     payload = {"autoencoder": ae, "data": {k: data.get(k) for k in _DATA_KEYS},
-               "steps": run.first_stage_steps, "seed": run.seed}
+               "steps": run.first_stage_steps, "seed": run.first_stage_seed}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -43,7 +43,7 @@ def autoencoder_dir(run: RunConfig) -> Path:
 def autoencoder_run(run: RunConfig) -> RunConfig:
     """The stage-1 run that trains `run`'s autoencoder: same data and autoencoder, first_stage_steps steps."""
     return run.with_overrides("stage=autoencoder", "first_stage_ckpt=null", "data.latent_cache=null", "force=false",
-                              f"trainer.max_steps={run.first_stage_steps}",
+                              f"trainer.max_steps={run.first_stage_steps}", f"seed={run.first_stage_seed}",
                               f"paths.run_dir={quote(autoencoder_dir(run))}")
 
 
