@@ -18,12 +18,12 @@ from walt.autoencoder.losses import AutoencoderLoss, LeCam, PerceptualLoss
 from walt.autoencoder.model import CausalAutoencoder
 from walt.data.datamodule import VideoDataModule
 from walt.modules.autoencoder import AutoencoderModule, build_from_config, load_autoencoder
+from walt.config import CONFIG_DIR
 from walt.modules.ema import EMA
 from walt.weights import WeightsError
 
 from conftest import SMALL_SPEC
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -71,7 +71,7 @@ def trainer(tmp_path, max_steps, **kw) -> L.Trainer:
 # ---------------------------------------------------------------- config
 def test_yaml_presets_match_registry_and_validation_names_valid_values():
     for name in AUTOENCODER_PRESETS:
-        data = yaml.safe_load((REPO / "experiments" / "autoencoder" / f"{name}.yaml").read_text())
+        data = yaml.safe_load((Path(CONFIG_DIR) / "autoencoder" / f"{name}.yaml").read_text())
         assert AutoencoderConfig.from_dict(data) == preset(name)
     assert preset("tiny") is not AUTOENCODER_PRESETS["tiny"]  # callers get copies
     with pytest.raises(ValueError, match="replicate"):
@@ -249,7 +249,8 @@ def test_latent_stats_and_normalize_round_trip():
     raw = torch.randn(2, 8, 2, 2, 2)
     assert torch.allclose(module.denormalize(module.normalize(raw)), raw, atol=1e-6)
     assert not torch.allclose(module.normalize(raw), raw)
-    off = AutoencoderModule(tiny(normalize_latents=False))
+    off = AutoencoderModule(tiny())
+    off.normalize_latents = False  # stage 2's choice (diffusion.normalize_latents), set by load_autoencoder
     off.latent_std.fill_(3.0)
     assert torch.equal(off.normalize(raw), raw) and torch.equal(off.denormalize(raw), raw)
 

@@ -52,7 +52,9 @@ def test_help_texts_list_config_groups():
     out = run_cli("data", "--help")
     assert out.returncode == 0 and "data: imagenet, kinetics600, synthetic, ucf101" in out.stdout
     out = run_cli("train", "--help")
-    assert out.returncode == 0 and "model: walt_l" in out.stdout and "== Configuration groups ==" in out.stdout
+    model_line = next(line for line in out.stdout.splitlines() if line.startswith("model: "))
+    assert out.returncode == 0 and "walt_l" in model_line and "== Configuration groups ==" in out.stdout
+    assert "+sweep=NAME" in out.stdout and "hydra/launcher=slurm" in out.stdout and "dry_run=true" in out.stdout
 
 
 @pytest.mark.parametrize("prog,args,message", [

@@ -52,7 +52,7 @@ def test_interrupted_sweep_resumes_skips_finished_and_fills_the_table(tmp_path):
 
     from analysis.cli import main as tables_main
 
-    args = ["-m", "experiment=demo", "+sweep=table3a", "model.patch_size=1,2", f"paths.output_dir={tmp_path}/out",
+    args = ["-m", "experiment=demo", "+sweep=table3a", "model.patch_size=1,2", "seeds=1", f"paths.output_dir={tmp_path}/out",
             f"paths.data_dir={tmp_path}/data", "data.synthetic.num_classes=2", "data.synthetic.num_groups=3",
             "data.synthetic.resolution=16", "data.num_workers=0", "data.batch_size=4", "first_stage_steps=2", "trainer.max_steps=400",
             "trainer.val_check_interval=200", "callbacks.model_checkpoint.every_n_train_steps=25",

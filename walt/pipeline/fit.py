@@ -116,6 +116,13 @@ def check_resume(run: RunConfig, stored_path: Path) -> None:
         log.info("resuming %s with changed settings (applied from the resume step): %s", run.run_dir, "; ".join(safe))
 
 
+def resumed(resume: Optional[Path]) -> str:
+    if resume is None:
+        return "fresh start"
+    step = torch.load(resume, map_location="cpu", weights_only=True, mmap=True).get("global_step")
+    return f"resuming from {resume} (step {step})"
+
+
 def banner(run: RunConfig, resume: Optional[Path]) -> str:
     """What is about to happen, in a few lines (stage, model, data, token windows, directory, resume)."""
     what = (f"stage 2 (latent diffusion): {run.model.depth} blocks, d={run.model.hidden_size}, p={run.model.patch_size}, "
@@ -125,7 +132,7 @@ def banner(run: RunConfig, resume: Optional[Path]) -> str:
              f"  data: {run.data.dataset.value} {run.clip_frames}x{run.data.resolution}x{run.data.resolution} "
              f"from {run.data.root}" + (f" (latent cache {run.data.latent_cache})" if run.data.latent_cache else ""),
              f"  run directory: {run.run_dir}",
-             f"  {'resuming from ' + str(resume) if resume else 'fresh start'}, {run.trainer.get('max_steps')} steps"]
+             f"  {resumed(resume)}, {run.trainer.get('max_steps')} steps"]
     if run.stage == "diffusion":
         t, h, w = run.model.input_size
         grid = (t, h // run.model.patch_size, w // run.model.patch_size)
