@@ -1,4 +1,4 @@
-"""Lightning callbacks every stage uses: data-health counters, a non-finite-loss guard, preemption saves and
+"""Lightning callbacks every stage uses: a bad-file counter, a non-finite-loss guard, preemption saves and
 a step-counted progress bar."""
 from __future__ import annotations
 
@@ -14,29 +14,14 @@ from lightning.pytorch.callbacks import RichProgressBar
 from walt.runs import LAST_CKPT
 
 
-class SkippedClipCounter(L.Callback):
-    """Logs `data/skipped_clips`: how many unreadable files the loaders passed over so far.
-
-    Datasets report per item how many files they skipped to produce it (see walt.data.datasets),
-    so the count is right whichever worker process met the bad file.
-    """
-
-    def __init__(self):
-        self.total = 0
+class BadFileCounter(L.Callback):
+    """Logs `data/bad_files`: unreadable files met so far, each file counted once (the data module's health
+    record: files probed at setup plus decode failures reported from any worker), not skip events."""
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if isinstance(batch, dict) and "skipped" in batch:
-            skipped = int(torch.as_tensor(batch["skipped"]).sum())
-            self.total += skipped
-            if skipped:
-                pl_module.print(f"[data] {skipped} unreadable clip(s) skipped in this batch, {self.total} so far")
-            pl_module.log("data/skipped_clips", float(self.total), on_step=True, on_epoch=False)
-
-    def state_dict(self):
-        return {"total": self.total}
-
-    def load_state_dict(self, state_dict):
-        self.total = state_dict["total"]
+        health = getattr(trainer.datamodule, "data_health", None)
+        if health is not None and trainer.global_step % max(trainer.log_every_n_steps, 1) == 0:
+            pl_module.log("data/bad_files", float(health()["bad_total"]), on_step=True, on_epoch=False)
 
 
 class FiniteLossGuard(L.Callback):
