@@ -1,7 +1,10 @@
 """Layouts of the one backbone: images through every block kind, Latte V1-V4 attention patterns,
 RoPE temporal attention, tubelets, condition tokens, learned sigma, Latte / LaVie presets."""
+import functools
+
 import pytest
 import torch
+from conftest import randomize as shared_randomize
 
 from walt.transformer import BLOCK_KINDS, WALT, WindowAttention, count_params, preset_config
 
@@ -14,13 +17,7 @@ def tiny(**overrides):
     return preset_config("walt_tiny", **{**base, **overrides})
 
 
-def randomize(model: torch.nn.Module, std: float = 0.1) -> torch.nn.Module:
-    """Perturb every weight so zero-initialised gates / output layers do not hide the computation."""
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * std)
-    return model
+randomize = functools.partial(shared_randomize, std=0.1)
 
 
 # ----------------------------------------------------------------------------- images

@@ -1,9 +1,11 @@
 """Stage-2 transformer: paper parameter counts, window attention semantics, conditioning, layouts."""
+import functools
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import randomize as shared_randomize
 
 from walt.transformer import (
     WALT, ModelConfig, WindowAttention, build_model, count_params, preset_config, tokens_per_sample,
@@ -17,13 +19,7 @@ def tiny(**overrides) -> ModelConfig:
     return preset_config("walt_tiny", **{**base, **overrides})
 
 
-def randomize(model: torch.nn.Module, std: float = 0.05) -> torch.nn.Module:
-    """Perturb every weight so zero-initialised gates / output layers do not hide the computation."""
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * std)
-    return model
+randomize = functools.partial(shared_randomize, std=0.05)
 
 
 # ----------------------------------------------------------------------------- parameter counts
