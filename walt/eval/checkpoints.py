@@ -62,7 +62,8 @@ def select_checkpoints(run_dir: str | Path, spec: str = "last") -> list[Checkpoi
     no checkpoint fails listing the run's steps."""
     found = run_checkpoints(run_dir)
     if not found:
-        raise FileNotFoundError(f"no checkpoint under {Path(run_dir) / LAST_CKPT.parent}: train the run first (walt-train)")
+        raise FileNotFoundError(f"no checkpoint under {Path(run_dir) / LAST_CKPT.parent}: "
+                                "train the run first (walt-train)")
     spec = str(spec).strip()
     if spec == "all":
         return found

@@ -12,7 +12,6 @@ import time
 from typing import Callable
 
 import numpy as np
-import torch
 from einops import rearrange
 
 from walt.eval.context import EvalContext, Measurement
@@ -43,7 +42,8 @@ def measure_diffusion(ctx: EvalContext, module) -> Measurement:
             stop = min(b + ev.batch_size, n)
             labels, videos = generate(module, ev, b, stop)
             if tuple(videos.shape[2:]) != expected:
-                raise ValueError(f"decoded samples are {tuple(videos.shape[2:])} (T, H, W) but reference clips are {expected}")
+                raise ValueError(f"decoded samples are {tuple(videos.shape[2:])} (T, H, W) "
+                                 f"but reference clips are {expected}")
             for net in nets:
                 if done[net.tag] >= stop:
                     continue
@@ -57,7 +57,7 @@ def measure_diffusion(ctx: EvalContext, module) -> Measurement:
             update(stop)
     elapsed = time.perf_counter() - t0
     fake = {tag: p.load().head(n) for tag, p in passes.items()}
-    notes = _notes(ctx, module, settings)
+    notes = _notes(module, settings)
     values, protocols = {}, {}
     for metric in ctx.metrics:
         for name, (value, protocol) in METRICS[metric](ctx, fake, notes).items():
@@ -69,7 +69,7 @@ def measure_diffusion(ctx: EvalContext, module) -> Measurement:
     return Measurement(values, protocols, extra, preview.cpu())
 
 
-def _notes(ctx: EvalContext, module, s: dict) -> str:
+def _notes(module, s: dict) -> str:
     nc = module.model_cfg.num_classes
     labels = f"labels uniform over {nc} classes" if nc else "unconditional"
     return (f"{s['sampler']} {s['sampling_steps']} steps (eta {s['eta']}), guidance {s['guidance_scale']}, "
@@ -138,9 +138,10 @@ def _fid(ctx: EvalContext, fake: dict[str, Partial], notes: str) -> Result:
     net = ctx.nets.inception
     real, desc = ctx.real(net)
     r, f = real.stats["features"], FeatureStats().update(_images(fake["inception"].rows["features"]))
-    protocol = fidelity_protocol("fid", ctx.run.eval.inception_weights, n_real=r.n, n_fake=f.n, frames=net.frames,
-                                 reference_split=desc, notes=f"images: {_frames_note(ctx, net.frames)} of "
-                                 f"{fake['inception'].done} samples; Frechet distance in float64 (eigh); {notes}")
+    notes = (f"images: {_frames_note(ctx, net.frames)} of {fake['inception'].done} samples; "
+             f"Frechet distance in float64 (eigh); {notes}")
+    protocol = fidelity_protocol("fid", weights_checksum=net.weights_checksum, n_real=r.n, n_fake=f.n,
+                                 frames=net.frames, reference_split=desc, notes=notes)
     return {"fid": (r.frechet_distance(f), protocol)}
 
 
@@ -151,9 +152,10 @@ def _kid(ctx: EvalContext, fake: dict[str, Partial], notes: str) -> Result:
     real, desc = ctx.real(net)
     r, f = _images(real.rows["features"]), _images(fake["inception"].rows["features"])
     mean, std = kernel_inception_distance(f, r)
-    protocol = fidelity_protocol("kid", ctx.run.eval.inception_weights, n_real=len(r), n_fake=len(f), frames=net.frames,
-                                 reference_split=desc, notes=f"torch-fidelity KID, 100 subsets of {min(1000, len(r), len(f))}, "
-                                 f"std {std:.4g}; images: {_frames_note(ctx, net.frames)}; {notes}")
+    notes = (f"torch-fidelity KID, 100 subsets of {min(1000, len(r), len(f))}, std {std:.4g}; "
+             f"images: {_frames_note(ctx, net.frames)}; {notes}")
+    protocol = fidelity_protocol("kid", weights_checksum=net.weights_checksum, n_real=len(r), n_fake=len(f),
+                                 frames=net.frames, reference_split=desc, notes=notes)
     return {"kid": (mean, protocol)}
 
 
@@ -163,10 +165,10 @@ def _is(ctx: EvalContext, fake: dict[str, Partial], notes: str) -> Result:
     net, logits = ctx.nets.inception, _images(fake["inception"].rows["logits"])
     splits = min(ctx.run.eval.is_splits, len(logits))
     mean, std = inception_score_of_logits(logits, splits)
-    protocol = fidelity_protocol("is", ctx.run.eval.inception_weights, n_fake=len(logits), frames=net.frames,
-                                 notes=f"torch-fidelity IS, {splits} split(s), rows shuffled with seed 2020, std {std:.4g}; "
-                                 f"images: {_frames_note(ctx, net.frames)}; {notes}")
-    return {"is": (mean, protocol)}
+    notes = (f"torch-fidelity IS, {splits} split(s), rows shuffled with seed 2020, std {std:.4g}; "
+             f"images: {_frames_note(ctx, net.frames)}; {notes}")
+    return {"is": (mean, fidelity_protocol("is", weights_checksum=net.weights_checksum, n_fake=len(logits),
+                                           frames=net.frames, notes=notes))}
 
 
 def _is_c3d(ctx: EvalContext, fake: dict[str, Partial], notes: str) -> Result:

@@ -111,7 +111,8 @@ def _evaluate(ctx: EvalContext, module, step: int, c: Optional[Checkpoint], key:
     ckpt = None if c is None else str(c.path.relative_to(run_dir) if c.path.is_relative_to(run_dir) else c.path)
     evaluation = {"stage": run.stage, "global_step": step, "ckpt": ckpt, "key": key, "device": str(ctx.device),
                   "wall_time_s": time.perf_counter() - start, "config": run.eval.to_dict(), **m.extra}
-    entry = {"metrics": m.values, "protocol": {k: p.to_dict() for k, p in m.protocols.items()}, "evaluation": evaluation}
+    protocol = {k: p.to_dict() for k, p in m.protocols.items()}
+    entry = {"metrics": m.values, "protocol": protocol, "evaluation": evaluation}
     runs.update_results(run_dir, checkpoints={str(step): entry})
     if c is None or c.last:
         runs.update_results(run_dir, **entry)

@@ -56,7 +56,8 @@ class FirstFrames:
 
     def _first(self, videos: torch.Tensor) -> torch.Tensor:
         if videos.shape[2] < self.frames:
-            raise ValueError(f"clips have {videos.shape[2]} frames, the metric takes {self.frames} (eval.num_frames_metric)")
+            raise ValueError(f"clips have {videos.shape[2]} frames, the metric takes {self.frames} "
+                             "(eval.num_frames_metric)")
         return videos[:, :, : self.frames]
 
     def features(self, videos: torch.Tensor) -> torch.Tensor:
@@ -80,7 +81,8 @@ class InceptionFrames:
 
     def __init__(self, extractor, frames: int):
         self.extractor, self.frames = extractor, frames
-        self.name, self.weights_checksum, self.resolution = extractor.name, extractor.weights_checksum, extractor.resolution
+        self.name, self.weights_checksum = extractor.name, extractor.weights_checksum
+        self.resolution = extractor.resolution
 
     @property
     def key(self) -> dict:
@@ -141,7 +143,8 @@ def build_networks(run: RunConfig, metrics: list[str], device: torch.device) -> 
         from walt.metrics.c3d import NUM_FRAMES
 
         if run.clip_frames < NUM_FRAMES:
-            raise ValueError(f"is_c3d feeds C3D {NUM_FRAMES} frames, the run's clips have {run.clip_frames} (data.num_frames)")
+            raise ValueError(f"is_c3d feeds C3D {NUM_FRAMES} frames, the run's clips have {run.clip_frames} "
+                             "(data.num_frames)")
         nets.c3d = C3DClips(str(weights["c3d"]), device)
     return nets
 

@@ -77,13 +77,16 @@ def inception_weights(path: str | Path | None = None) -> Path:
     return file
 
 
-def fidelity_protocol(metric: str, weights_path: str | Path | None = None, **fields) -> MetricProtocol:
+def fidelity_protocol(metric: str, weights_path: str | Path | None = None, weights_checksum: str | None = None,
+                      **fields) -> MetricProtocol:
     """Protocol record for an image metric ("fid", "kid", "is" or torch-fidelity's "isc"); records the
-    weights file's sha256 (none is pinned)."""
-    file = resolve_weights(INCEPTION_SPEC, weights_path)
-    extractor = "torch-fidelity inception-v3-compat " + ("logits_unbiased" if metric in ("is", "isc") else "pool3 (2048-d)")
-    checksum = "sha256:" + file_checksum(file, "sha256")
-    return MetricProtocol(metric=metric, extractor=extractor, weights_checksum=checksum, resolution=299, **fields)
+    weights file's sha256 (none is pinned), hashed here unless `weights_checksum` is given."""
+    if weights_checksum is None:
+        weights_checksum = "sha256:" + file_checksum(resolve_weights(INCEPTION_SPEC, weights_path), "sha256")
+    output = "logits_unbiased" if metric in ("is", "isc") else "pool3 (2048-d)"
+    extractor = f"torch-fidelity inception-v3-compat {output}"
+    return MetricProtocol(metric=metric, extractor=extractor, weights_checksum=weights_checksum, resolution=299,
+                          **fields)
 
 
 def image_fidelity(fake_images_uint8: torch.Tensor, real_images_uint8: torch.Tensor | None,
