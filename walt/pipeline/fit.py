@@ -215,7 +215,9 @@ def fit(run: RunConfig, module: L.LightningModule, datamodule: L.LightningDataMo
                                      default_root_dir=str(run_dir))
     if isinstance(logger, TensorBoardLogger):
         # hp metrics are declared up front so the HPARAMS tab lines runs up by the same columns
-        hp_metrics = (*getattr(module, "hp_metrics", ()), *(f"eval/{m}" for m in run.eval.stage_metrics(run.stage)))
+        from walt.eval.evaluate import hp_metric_tags
+
+        hp_metrics = (*getattr(module, "hp_metrics", ()), *hp_metric_tags(run))
         logger.log_hyperparams({**run.hparams(), "tags": ",".join(run.tags)}, metrics={m: math.nan for m in hp_metrics})
     elif logger:
         logger.log_hyperparams({**run.hparams(), "tags": ",".join(run.tags)})
