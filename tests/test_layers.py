@@ -1,7 +1,7 @@
 """Imports point down the layers only, with no cycles (imports inside functions included).
 
     base        walt (its __init__), walt.utils, walt.runs, walt.weights
-    leaves      walt.data, walt.autoencoder, walt.transformer, walt.diffusion, walt.metrics
+    leaves      walt.data, walt.autoencoder, walt.transformer, walt.diffusion, walt.metrics, walt.text
     config      walt.config                (the one raw Hydra -> typed RunConfig step)
     modules     walt.modules               (LightningModules take typed configs)
     eval        walt.eval
@@ -17,7 +17,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 LAYERS = [
     ("walt", "walt.utils", "walt.runs", "walt.weights"),  # "walt": the package's own __init__ only
-    ("walt.data", "walt.autoencoder", "walt.transformer", "walt.diffusion", "walt.metrics"),
+    ("walt.data", "walt.autoencoder", "walt.transformer", "walt.diffusion", "walt.metrics", "walt.text"),
     ("walt.config",),
     ("walt.modules",),
     ("walt.eval",),

@@ -2,13 +2,15 @@
 
 Batches are dicts: 'latents' (B, c, T, H, W), already normalised (from a latent cache), or
 'video' (B, C, T, H, W) in [-1, 1] encoded on the fly by the frozen first stage; plus 'label'
-(B,) ints when num_classes > 0, and optionally 'is_image' (B,) bool.
+(B,) ints when num_classes > 0, and optionally 'is_image' (B,) bool; text-conditioned models
+(cross_attention_dim) read 'caption' (B strings, encoded by the frozen text encoder) or pre-computed
+'text_states' (B, L, D) with 'text_mask' (B, L).
 The first stage is held outside the module's state: checkpoints hold only stage 2 (online + EMA).
 """
 from __future__ import annotations
 
 import logging
-from typing import Any, Optional, Union
+from typing import Any, Optional, Sequence, Union
 
 import lightning as L
 import torch
@@ -33,6 +35,8 @@ class LatentDiffusionModule(L.LightningModule):
         walt.config.schema.OptimConfig (AdamW + warm-up/cosine schedule, EMA decay, sample logging).
     first_stage: frozen autoencoder with encode / decode / normalize / denormalize, or None when
         batches carry latents. Not a hyperparameter and not in the checkpoint.
+    text_encoder: frozen walt.text.TextEncoder (captions -> token states), needed when the model has
+        cross_attention_dim and batches carry captions; like first_stage, outside the checkpoint.
     Gradient clipping is the Trainer's (gradient_clip_val).
     """
 
@@ -44,6 +48,7 @@ class LatentDiffusionModule(L.LightningModule):
         diffusion: Union[DiffusionConfig, dict, None] = None,
         optim: Union[OptimConfig, dict, None] = None,
         first_stage: Optional[nn.Module] = None,
+        text_encoder: Optional[nn.Module] = None,
     ):
         super().__init__()
         self.model_cfg = ModelConfig.from_dict(model)
@@ -56,6 +61,11 @@ class LatentDiffusionModule(L.LightningModule):
         self.model = WALT(self.model_cfg)
         self.ema = EMA(self.model, self.optim_cfg.ema_decay)  # no dropout / BN: mode is irrelevant
         self._first_stage = [first_stage.eval().requires_grad_(False)] if first_stage is not None else []
+        if text_encoder is not None and self.model_cfg.cross_attention_dim != text_encoder.dim:
+            raise ValueError(f"the text encoder {getattr(text_encoder, 'path', '')} gives states of width "
+                             f"{text_encoder.dim} but model.cross_attention_dim={self.model_cfg.cross_attention_dim}: "
+                             f"set model.cross_attention_dim={text_encoder.dim}")
+        self._text_encoder = [text_encoder.eval().requires_grad_(False)] if text_encoder is not None else []
 
     # ----------------------------------------------------------------------------- first stage
     @property
@@ -64,6 +74,48 @@ class LatentDiffusionModule(L.LightningModule):
         if not self._first_stage:
             return None
         return self._first_stage[0].to(self.device)
+
+    @property
+    def text_encoder(self) -> Optional[nn.Module]:
+        """The frozen text encoder (outside the module's state, like the first stage)."""
+        return self._text_encoder[0] if self._text_encoder else None
+
+    @torch.no_grad()
+    def encode_text(self, captions: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(states (B, L, D), mask (B, L)) of captions on this module's device."""
+        if self.text_encoder is None:
+            raise RuntimeError("captions need a text encoder: build the module with text_encoder=walt.text."
+                               "load_text_encoder(...) (walt-train does so from the `text` config group)")
+        enc = self.text_encoder
+        if self.device.type != "cpu" and getattr(enc, "cache", None) is None:
+            enc.to(self.device)
+        return enc.encode(list(captions), device=self.device)
+
+    def drop_text(self, states: torch.Tensor, mask: torch.Tensor, generator=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Caption dropout for CFG: each sample's text becomes the null text with text_dropout_prob."""
+        drop = torch.rand(states.shape[0], device=states.device, generator=generator) < self.model_cfg.text_dropout_prob
+        return states * ~drop[:, None, None], mask & ~drop[:, None]
+
+    def batch_text(self, batch: dict, train: bool, generator=None) -> dict:
+        """{'text', 'text_mask'} of a batch for text-conditioned models ({} otherwise)."""
+        if not self.model_cfg.cross_attention_dim:
+            return {}
+        if "text_states" in batch:
+            states = batch["text_states"].float()
+            mask = batch.get("text_mask")
+            mask = torch.ones(states.shape[:2], dtype=torch.bool, device=states.device) if mask is None else mask.bool()
+        elif "caption" in batch:
+            states, mask = self.encode_text(batch["caption"])
+        else:
+            raise KeyError("a text-conditioned model (model.cross_attention_dim) needs 'caption' or 'text_states' "
+                           "in its batches")
+        if train:
+            states, mask = self.drop_text(states, mask, generator)
+        return {"text": states, "text_mask": mask}
+
+    def extra_conditions(self, batch: dict, x0: torch.Tensor, train: bool, generator=None) -> dict:
+        """Further model keyword conditions of a batch; the cascade stages add their low-res input here."""
+        return {}
 
     @torch.no_grad()
     def batch_latents(self, batch: dict) -> torch.Tensor:
@@ -100,8 +152,8 @@ class LatentDiffusionModule(L.LightningModule):
             keep = torch.rand(B, device=x0.device, generator=generator) < cfg.context_prob
             frames = torch.arange(T, device=x0.device) < cfg.context_frames
             cond["context"], cond["context_mask"] = x0, keep[:, None] & frames[None, :]
-        if "text_states" in batch:
-            cond["text"], cond["text_mask"] = batch["text_states"], batch.get("text_mask")
+        cond.update(self.batch_text(batch, train, generator))
+        cond.update(self.extra_conditions(batch, x0, train, generator))
         return cond
 
     def _loss(self, net: WALT, batch: dict, train: bool, generator=None) -> torch.Tensor:
@@ -180,6 +232,9 @@ class LatentDiffusionModule(L.LightningModule):
         guidance_schedule: Optional[str] = None,
         use_ema: bool = True,
         generator: Optional[torch.Generator] = None,
+        text: Optional[Sequence[str]] = None,
+        text_states: Optional[tuple[torch.Tensor, torch.Tensor]] = None,
+        extra: Optional[dict] = None,
     ) -> torch.Tensor:
         """Generate normalised latents (B, c, T, H, W); `decode` turns them into videos.
 
@@ -187,11 +242,15 @@ class LatentDiffusionModule(L.LightningModule):
         sampler, eta, guidance_schedule: override the DiffusionConfig defaults.
         context, context_mask: clean latents (B, c, T, H, W) and (B, T) bool for frame prediction;
         the context frames are copied into the result. num_frames: 1 for images (default: a video).
+        text: B captions (text-conditioned models; encoded by the text encoder), or text_states: their
+        (states (B, L, D), mask (B, L)); guidance then contrasts them with the null text (and the null
+        class). extra: further model keywords shared by both guidance halves (the cascade's low-res input).
         """
         cfg = self.diffusion_cfg
         mcfg = self.model_cfg
         net = self.ema.module if use_ema else self.model
-        sized = [len(v) for v in (labels, noise, context) if v is not None] + ([num_samples] if num_samples else [])
+        sized = ([len(v) for v in (labels, noise, context, text) if v is not None]
+                 + ([len(text_states[0])] if text_states is not None else []) + ([num_samples] if num_samples else []))
         if not sized:
             raise ValueError("sample() needs labels, noise, context or num_samples to know the batch size")
         B = sized[0]
@@ -204,11 +263,17 @@ class LatentDiffusionModule(L.LightningModule):
             cond["y"] = torch.as_tensor(labels, device=self.device).long()
         if context is not None:
             cond["context"], cond["context_mask"] = context, context_mask
+        uncond: dict[str, Any] = {"y": torch.full_like(cond["y"], net.null_class)} if "y" in cond else {}
+        if mcfg.cross_attention_dim and (text is not None or text_states is not None):
+            states, mask = text_states if text_states is not None else self.encode_text(text)
+            cond["text"], cond["text_mask"] = states.to(self.device), mask.to(self.device)
+            uncond["text"], uncond["text_mask"] = torch.zeros_like(cond["text"]), torch.zeros_like(cond["text_mask"])
+        cond.update(extra or {})
         scale = cfg.guidance_scale if guidance_scale is None else guidance_scale
         g_schedule = guidance_schedule or cfg.guidance_schedule
-        if "y" in cond and (scale != 1.0):
-            model_fn = ClassifierFreeGuidance(net, cond, {"y": torch.full_like(cond["y"], net.null_class)}, scale,
-                                              g_schedule, cfg.guidance_power, cfg.num_timesteps)
+        if uncond and (scale != 1.0):
+            model_fn = ClassifierFreeGuidance(net, cond, uncond, scale, g_schedule, cfg.guidance_power,
+                                              cfg.num_timesteps)
         else:
             model_fn = lambda x, t, sc: net(x, t, self_cond=sc, **cond)  # noqa: E731
         run_cfg = DiffusionConfig.from_dict({**cfg.to_dict(), **({"sampler": sampler} if sampler else {})})

@@ -214,27 +214,57 @@ class WindowAttention(nn.Module):
 
 
 class CrossAttention(nn.Module):
-    """Queries from the video tokens, keys/values from text token states (B, L, context_dim)."""
+    """W.A.L.T's text cross-attention: queries from the video tokens of a window, keys / values =
+    concat[the window's own tokens, the text tokens].
 
-    def __init__(self, dim: int, context_dim: int, num_heads: int, qk_norm: bool = True):
+    Keeping the queries' own tokens among the keys means a sample whose text is empty (the null
+    text of classifier-free guidance: mask all False) still attends somewhere (no all-masked row),
+    and "no text" is exactly that null text. window: the (t, h, w) token window of the self part
+    (the block's own window: S = one frame); for 1-frame inputs its t shrinks to 1, and image
+    samples of a mixed batch (is_image) only see keys of their own frame.
+    """
+
+    def __init__(self, dim: int, context_dim: int, num_heads: int, window: tuple[int, int, int],
+                 qk_norm: bool = True):
         super().__init__()
-        self.num_heads = num_heads
+        self.num_heads, self.window = num_heads, tuple(window)
         head_dim = dim // num_heads
-        self.q = nn.Linear(dim, dim)
+        self.qkv = nn.Linear(dim, 3 * dim)
         self.kv = nn.Linear(context_dim, 2 * dim)
         self.proj = nn.Linear(dim, dim)
         self.q_norm = nn.LayerNorm(head_dim, eps=1e-6) if qk_norm else nn.Identity()
         self.k_norm = nn.LayerNorm(head_dim, eps=1e-6) if qk_norm else nn.Identity()
+        self.register_buffer("same_frame", same_frame_mask(self.window), persistent=False)
 
-    def forward(
-        self, x: torch.Tensor, context: torch.Tensor, context_mask: Optional[torch.Tensor] = None
-    ) -> torch.Tensor:
-        """x: (B, T, H, W, d); context: (B, L, context_dim); context_mask: (B, L) bool, True = keep."""
+    def extra_repr(self) -> str:
+        return f"heads={self.num_heads}, window={self.window}"
+
+    def forward(self, x: torch.Tensor, context: Optional[torch.Tensor] = None,
+                context_mask: Optional[torch.Tensor] = None, is_image: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """x: (B, T, H, W, d); context: (B, L, context_dim) or None (= the null text);
+        context_mask: (B, L) bool, True = keep (default all kept). Returns (B, T, H, W, d)."""
         B, T, H, W, _ = x.shape
-        q = rearrange(self.q(x), "b t h w (n e) -> b n (t h w) e", n=self.num_heads)
-        k, v = rearrange(self.kv(context), "b l (two n e) -> two b n l e", two=2, n=self.num_heads)
+        wt, wh, ww = self.window
+        wt = 1 if T == 1 else wt
+        q, k, v = rearrange(self.qkv(x), "b t h w (three g e) -> three b t h w g e", three=3, g=self.num_heads)
         q, k = self.q_norm(q).to(v.dtype), self.k_norm(k).to(v.dtype)
-        mask = None if context_mask is None else context_mask[:, None, None, :]
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-        out = rearrange(out, "b n (t h w) e -> b t h w (n e)", t=T, h=H, w=W)
+        part = "b (nt wt) (nh wh) (nw ww) g e -> (b nt nh nw) g (wt wh ww) e"
+        qw, kw, vw = (rearrange(z, part, wt=wt, wh=wh, ww=ww) for z in (q, k, v))  # (B * windows, g, n, e)
+        nwin, n = qw.shape[0] // B, qw.shape[2]
+        needs_mask = context is not None or (is_image is not None and wt > 1)
+        keep = torch.ones(B, n, n, dtype=torch.bool, device=x.device)  # (B, queries, self keys)
+        if is_image is not None and wt > 1:  # images of a video batch: keys of their own frame only
+            keep = self.same_frame[:n, :n] | ~is_image.view(B, 1, 1)
+        if context is not None:
+            ck, cv = rearrange(self.kv(context.to(x.dtype)), "b l (two g e) -> two b g l e", two=2, g=self.num_heads)
+            ck = self.k_norm(ck).to(v.dtype)
+            kw = torch.cat([kw, repeat(ck, "b g l e -> (b nwin) g l e", nwin=nwin)], dim=2)
+            vw = torch.cat([vw, repeat(cv.to(v.dtype), "b g l e -> (b nwin) g l e", nwin=nwin)], dim=2)
+            text_keep = (torch.ones(context.shape[:2], dtype=torch.bool, device=x.device) if context_mask is None
+                         else context_mask.to(x.device, torch.bool))
+            keep = torch.cat([keep.expand(B, n, n), text_keep[:, None, :].expand(B, n, -1)], dim=2)
+        mask = repeat(keep.expand(B, n, -1), "b i j -> (b nwin) 1 i j", nwin=nwin) if needs_mask else None
+        out = F.scaled_dot_product_attention(qw, kw, vw, attn_mask=mask)
+        out = rearrange(out, "(b nt nh nw) g (wt wh ww) e -> b (nt wt) (nh wh) (nw ww) (g e)",
+                        b=B, nt=T // wt, nh=H // wh, nw=W // ww, wt=wt, wh=wh, ww=ww)
         return self.proj(out)

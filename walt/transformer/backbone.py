@@ -25,7 +25,9 @@ class WALT(nn.Module):
       context, context_mask  clean latents (B, c, T, H, W) and (B, T) per-frame mask for frame
                  prediction; enter as concat(mask * context, mask) (zeros when omitted).
       is_image   (B,) bool: samples whose frames are independent images (no cross-frame mixing).
-      text, text_mask  (B, L, cross_attention_dim) token states and (B, L) keep-mask.
+      text, text_mask  (B, L, cross_attention_dim) token states and (B, L) keep-mask (None = null text).
+      cond       (B, cond_channels, T, H, W) cascade conditioning concatenated on channels.
+      aug_t      (B,) noise-augmentation level t_sr of `cond` (noise_cond; 0 when omitted).
     """
 
     def __init__(self, cfg: ModelConfig):
@@ -42,7 +44,8 @@ class WALT(nn.Module):
         if not adaln:  # "tokens": which condition a token carries (timestep, class)
             self.token_type = nn.Parameter(torch.zeros(1, 1 + (self.y_embed is not None), d))
             nn.init.trunc_normal_(self.token_type, std=0.02)
-        self.blocks = nn.ModuleList([Block(kind, cfg) for kind in cfg.blocks])
+        self.aug_embed = TimestepEmbed(d, cfg.frequency_embedding_size) if cfg.noise_cond else None
+        self.blocks = nn.ModuleList([Block(kind, cfg, text) for kind, text in zip(cfg.blocks, cfg.text_blocks)])
         s, p, _ = cfg.patch
         self.final = FinalLayer(d, s * p * p * cfg.out_channels, adaln=adaln)
         self._init_weights()
@@ -61,8 +64,14 @@ class WALT(nn.Module):
                 nn.init.zeros_(module.bias)
         nn.init.xavier_uniform_(self.patch_embed.proj.weight)
         nn.init.zeros_(self.patch_embed.proj.bias)
-        for layer in (self.t_embed.mlp[0], self.t_embed.mlp[2]):
-            nn.init.normal_(layer.weight, std=0.02)
+        for embed in (self.t_embed, self.aug_embed):
+            for layer in (embed.mlp[0], embed.mlp[2]) if embed is not None else ():
+                nn.init.normal_(layer.weight, std=0.02)
+        for block in self.blocks:  # text starts as the identity, like the zero-gated blocks (PixArt-alpha)
+            if block.cross_attn is not None:
+                nn.init.xavier_uniform_(block.cross_attn.qkv.weight)
+                nn.init.zeros_(block.cross_attn.proj.weight)
+                nn.init.zeros_(block.cross_attn.proj.bias)
 
     @property
     def null_class(self) -> int:
@@ -72,26 +81,34 @@ class WALT(nn.Module):
         """Training-time label dropout (to the null class) for classifier-free guidance."""
         return y if (y is None or self.y_embed is None) else self.y_embed.drop(y, generator)
 
-    def condition(self, t: torch.Tensor, y: Optional[torch.Tensor]) -> torch.Tensor:
-        """SiLU(c + t): the vector every AdaLN layer reads, (B, d)."""
+    def timestep_embedding(self, t: torch.Tensor, aug_t: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """(B, d): embedding of t, plus that of the noise-augmentation level t_sr (noise_cond; 0 when omitted)."""
         c = self.t_embed(t)
+        if self.aug_embed is not None:
+            c = c + self.aug_embed(torch.zeros_like(t) if aug_t is None else aug_t.to(t.device).expand_as(t))
+        return c
+
+    def condition(self, t: torch.Tensor, y: Optional[torch.Tensor], aug_t: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """SiLU(c + t [+ t_sr]): the vector every AdaLN layer reads, (B, d)."""
+        c = self.timestep_embedding(t, aug_t)
         if self.y_embed is not None:
             if y is None:
                 y = torch.full((t.shape[0],), self.null_class, dtype=torch.long, device=t.device)
             c = c + self.y_embed(y)
         return F.silu(c)
 
-    def condition_tokens(self, t: torch.Tensor, y: Optional[torch.Tensor]) -> torch.Tensor:
-        """(B, 1 or 2, d): timestep [and class] embeddings as tokens (conditioning="tokens")."""
-        parts = [self.t_embed(t)]
+    def condition_tokens(self, t: torch.Tensor, y: Optional[torch.Tensor],
+                         aug_t: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """(B, 1 or 2, d): timestep [+ t_sr] [and class] embeddings as tokens (conditioning="tokens")."""
+        parts = [self.timestep_embedding(t, aug_t)]
         if self.y_embed is not None:
             if y is None:
                 y = torch.full((t.shape[0],), self.null_class, dtype=torch.long, device=t.device)
             parts.append(self.y_embed(y))
         return torch.stack(parts, dim=1) + self.token_type
 
-    def assemble_input(self, x, self_cond=None, context=None, context_mask=None) -> torch.Tensor:
-        """Channel concat of x_t [, x0 estimate] [, mask * context, mask] -> (B, model_in_channels, T, H, W)."""
+    def assemble_input(self, x, self_cond=None, context=None, context_mask=None, cond=None) -> torch.Tensor:
+        """Channel concat of x_t [, x0 estimate] [, mask * context, mask] [, cond] -> (B, model_in_channels, T, H, W)."""
         parts = [x]
         if self.cfg.self_cond_prob > 0:
             parts.append(torch.zeros_like(x) if self_cond is None else self_cond.to(x.dtype))
@@ -102,6 +119,11 @@ class WALT(nn.Module):
                 B, _, T, H, W = x.shape
                 mask = context_mask.to(x.dtype).view(B, 1, T, 1, 1).expand(B, 1, T, H, W)
                 parts += [context.to(x.dtype) * mask, mask]
+        if self.cfg.cond_channels > 0:
+            if cond is None or cond.shape[1] != self.cfg.cond_channels:
+                raise ValueError(f"the model takes a cond input of {self.cfg.cond_channels} channels "
+                                 f"(cascade stages' low-res latents), got {None if cond is None else tuple(cond.shape)}")
+            parts.append(cond.to(x.dtype))
         return torch.cat(parts, dim=1)
 
     def forward(
@@ -116,6 +138,8 @@ class WALT(nn.Module):
         is_image: Optional[torch.Tensor] = None,
         text: Optional[torch.Tensor] = None,
         text_mask: Optional[torch.Tensor] = None,
+        cond: Optional[torch.Tensor] = None,
+        aug_t: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
         B, C, T, H, W = x.shape
         gT, gH, gW = self.cfg.input_size
@@ -127,13 +151,14 @@ class WALT(nn.Module):
         if T % self.cfg.temporal_patch_size:
             raise ValueError(f"{T}-frame input: images need temporal_patch_size 1 (got {self.cfg.temporal_patch_size})")
         x = x.to(self.patch_embed.proj.weight.dtype)  # bf16-true weights; a no-op under autocast
-        cond = shared = tokens = None
+        c = shared = tokens = None
         if self.cfg.conditioning == "adaln":
-            cond = self.condition(t, y)
-            shared = self.shared_adaln(cond) if self.shared_adaln is not None else None
+            c = self.condition(t, y, aug_t)
+            shared = self.shared_adaln(c) if self.shared_adaln is not None else None
         else:
-            tokens = self.condition_tokens(t, y)
-        h = self.patch_embed(self.assemble_input(x, self_cond, context, context_mask))  # (B, T/s, H/p, W/p, d)
+            tokens = self.condition_tokens(t, y, aug_t)
+        h = self.patch_embed(self.assemble_input(x, self_cond, context, context_mask, cond))  # (B, T/s, H/p, W/p, d)
+        cond = c  # from here on: SiLU(c + t), the AdaLN input (None with token conditioning)
         h = self.pos_embed(h, is_image)
         for block in self.blocks:
             if self.cfg.grad_checkpointing and self.training and torch.is_grad_enabled():

@@ -34,13 +34,13 @@ class Block(nn.Module):
 
     x = x + alpha1 * Attn(LN(x) * (1 + gamma1) + beta1)
     x = x + alpha3 * TemporalAttn(LN(x) * (1 + gamma3) + beta3)   (kind S+T only: Latte V3 / LaVie)
-    x = x + CrossAttn(LN(x), text)                                 (when cross_attention_dim is set)
+    x = x + CrossAttn(LN(x), [x, text])                            (text blocks: cfg.text_blocks)
     x = x + alpha2 * MLP(LN(x) * (1 + gamma2) + beta2)
     With conditioning="tokens" there is no modulation (LayerNorms with affine, gates 1) and every
     attention also reads the condition tokens' keys / values.
     """
 
-    def __init__(self, kind: str, cfg: ModelConfig):
+    def __init__(self, kind: str, cfg: ModelConfig, text: bool = False):
         super().__init__()
         d = cfg.hidden_size
         self.kind = kind
@@ -53,9 +53,10 @@ class Block(nn.Module):
             self.attn_t = _attention(attentions[1], cfg)
         else:
             self.attn_t = None
-        if cfg.cross_attention_dim:
+        if text:  # keys / values = concat[the block's own (first) window, text tokens]
             self.norm_cross = nn.LayerNorm(d, eps=1e-6)
-            self.cross_attn = CrossAttention(d, cfg.cross_attention_dim, cfg.num_heads, qk_norm=cfg.qk_norm)
+            self.cross_attn = CrossAttention(d, cfg.cross_attention_dim, cfg.num_heads, cfg.windows(kind)[0],
+                                             qk_norm=cfg.qk_norm)
         else:
             self.cross_attn = None
         self.norm2 = nn.LayerNorm(d, elementwise_affine=affine, eps=1e-6)
@@ -88,8 +89,8 @@ class Block(nn.Module):
             else:
                 gamma, beta, alpha = attn_mod[i]
                 x = x + gate(alpha, attn(modulate(norm(x), gamma, beta), is_image, ctx))
-        if self.cross_attn is not None and text is not None:
-            x = x + self.cross_attn(self.norm_cross(x), text, text_mask)
+        if self.cross_attn is not None:  # text None = the null text (the window's own keys only)
+            x = x + self.cross_attn(self.norm_cross(x), text, text_mask, is_image)
         if self.adaln is None:
             return x + self.mlp(self.norm2(x))
         return x + gate(mod[5], self.mlp(modulate(self.norm2(x), mod[1], mod[3])))

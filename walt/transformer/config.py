@@ -47,6 +47,8 @@ IMAGE_ST_MASKS = ("identity", "frame")
 POS_EMBEDS = ("learned", "sincos")
 TEMPORAL_POS = ("absolute", "rope")
 CONDITIONINGS = ("adaln", "tokens")
+# text_layers -> block kinds that get text cross-attention
+TEXT_LAYERS = {"S": ("S", "S+T", "split"), "ST": ("ST", "T", "full"), "all": BLOCK_KINDS}
 
 Window = Union[str, Sequence[int]]
 
@@ -108,7 +110,17 @@ class ModelConfig:
         context_frames: latent frames given as clean context for frame prediction; > 0 adds c + 1 input
             channels: concat(mask * clean latents, mask).
         context_prob: probability a training sample is given its context frames (else mask = 0).
-        cross_attention_dim: width of text token states; enables a cross-attention layer in every block.
+        cross_attention_dim: width of the text encoder's token states; enables text cross-attention (keys /
+            values = concat[the window's own tokens, text tokens], W.A.L.T) in the blocks `text_layers` picks.
+        text_layers: which blocks get it: "S" = blocks with a spatial attention (S, S+T, split; the paper),
+            "ST" = blocks whose attention spans frames (ST, T, full; the ablation), "all" = every block.
+            The self part of the keys is the block's own first window (one frame for S).
+        text_dropout_prob: probability a training caption is replaced by the null text (for CFG).
+        cond_channels: extra input channels concatenated to x_t, the cascade stages' conditioning (the
+            upsampled low-resolution latents of super-resolution, the repeated low-frame-rate latents of
+            temporal interpolation); 0 = none.
+        noise_cond: embed the noise-conditioning-augmentation level t_sr of that input and add it to the
+            timestep embedding (so it reaches every AdaLN), as the W.A.L.T / Imagen cascades.
         frequency_embedding_size: sinusoidal timestep features fed to the timestep MLP.
     Output:
         learn_sigma: also predict the per-element variance interpolation (out channels 2c; improved
@@ -145,6 +157,10 @@ class ModelConfig:
     context_frames: int = 0
     context_prob: float = 1.0
     cross_attention_dim: Optional[int] = None
+    text_layers: str = "S"
+    text_dropout_prob: float = 0.1
+    cond_channels: int = 0
+    noise_cond: bool = False
     frequency_embedding_size: int = 256
     learn_sigma: bool = False
     grad_checkpointing: bool = False
@@ -196,7 +212,14 @@ class ModelConfig:
             raise ValueError("adaln_lora_rank must be >= 0 (0 = separate AdaLN per block)")
         if not 0 <= self.context_frames <= T:
             raise ValueError(f"context_frames={self.context_frames} must lie in [0, {T}] (latent frames)")
-        for name in ("class_dropout_prob", "self_cond_prob", "context_prob"):
+        if self.text_layers not in TEXT_LAYERS:
+            raise ValueError(f"text_layers={self.text_layers!r} is not one of {tuple(TEXT_LAYERS)}")
+        if self.cross_attention_dim and not any(self.text_blocks):
+            raise ValueError(f"text_layers={self.text_layers!r} picks no block of layout {self.blocks}: "
+                             f"valid choices here: {[k for k, v in TEXT_LAYERS.items() if set(v) & set(self.blocks)]}")
+        if self.cond_channels < 0:
+            raise ValueError(f"cond_channels must be >= 0, got {self.cond_channels}")
+        for name in ("class_dropout_prob", "self_cond_prob", "context_prob", "text_dropout_prob"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be a probability in [0, 1], got {getattr(self, name)}")
         for kind in self.blocks:  # validates layout kinds and every window against the grid
@@ -225,9 +248,16 @@ class ModelConfig:
 
     @property
     def model_in_channels(self) -> int:
-        """Input channels after the conditioning concats: x_t [+ x0 estimate] [+ masked context + mask]."""
+        """Input channels after the conditioning concats: x_t [+ x0 estimate] [+ masked context + mask] [+ cond]."""
         c = self.in_channels
-        return c + (c if self.self_cond_prob > 0 else 0) + (c + 1 if self.context_frames > 0 else 0)
+        return (c + (c if self.self_cond_prob > 0 else 0) + (c + 1 if self.context_frames > 0 else 0)
+                + self.cond_channels)
+
+    @property
+    def text_blocks(self) -> Tuple[bool, ...]:
+        """Per block, whether it has text cross-attention (all False without cross_attention_dim)."""
+        kinds = TEXT_LAYERS[self.text_layers]
+        return tuple(bool(self.cross_attention_dim) and kind in kinds for kind in self.blocks)
 
     @property
     def out_channels(self) -> int:
