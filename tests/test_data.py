@@ -240,6 +240,12 @@ def test_datamodule_with_workers_counts_bad_files_once(synthetic_root, tmp_path)
     health = dm.data_health()
     assert skipped == 2 and health["bad_total"] == 1 and health["bad"] == {"empty": 1}
     assert health["files"] == 20 and str(victim) in health["bad_files"][0]
+    state = dm.state_dict()  # goes into checkpoints: a resumed run keeps the count
+    torch.save(state, tmp_path / "state.pt")
+    resumed = VideoDataModule(dataset="ucf101", root=str(root), num_classes=4, probe=False, max_bad_fraction=0.2)
+    resumed.load_state_dict(torch.load(tmp_path / "state.pt", weights_only=True))
+    resumed.setup("fit")
+    assert resumed.data_health()["bad_total"] == 1
     probed = VideoDataModule(dataset="ucf101", root=str(root), num_classes=4, resolution=32, batch_size=3,
                              num_workers=0, max_bad_fraction=0.2)
     probed.setup("fit")  # the probe drops it before training: no item ever meets it

@@ -16,7 +16,7 @@ from walt.data.kinetics import kinetics, kinetics_classes
 from walt.data.latents import LatentDataset
 from walt.data.sampling import ResumableSampler
 from walt.data.synthetic import SyntheticSpec, generate, is_generated
-from walt.data.video import ClipSpec, Sampling
+from walt.data.video import ClipSpec, Reason, Sampling
 
 log = logging.getLogger(__name__)
 DATASETS = ("ucf101", "kinetics600", "imagenet", "synthetic")
@@ -201,6 +201,17 @@ class VideoDataModule(L.LightningDataModule):
                         f"({health['bad']}; > data.max_bad_fraction={self.max_bad_fraction:.1%}). First bad files:\n  "
                         + "\n  ".join(health["bad_files"]))
         return batch
+
+    def state_dict(self) -> dict:
+        """Decode failures met so far, kept in checkpoints so a resumed run keeps counting them (plain
+        strings: loads with weights_only=True). Empty, so absent from checkpoints, while nothing failed."""
+        if not self.runtime_bad.bad:
+            return {}
+        return {"runtime_bad": {path: [reason.value, message] for path, (reason, message) in self.runtime_bad.bad.items()}}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.runtime_bad.bad = {path: (Reason(reason), message)
+                                for path, (reason, message) in state_dict.get("runtime_bad", {}).items()}
 
     def data_health(self) -> dict:
         """What results.json should carry: files present, listed, missing, and unreadable files by
