@@ -163,3 +163,20 @@ def test_sweep_job_dirnames_are_short_single_components_and_stable():
     assert len(name) <= 120 and "/" not in name and name == run_dirname(long)
     assert name != run_dirname(long.replace("key19", "key20"))
     assert run_dirname("model.patch_size=2") == "model.patch_size=2"
+
+
+def test_layouts_sweep_fills_every_named_cross_paper_row():
+    """Each point of +sweep=layouts is one named row of analysis.layouts (W.A.L.T, full, Latte V1-V4, LaVie),
+    with everything but the layout keys (and LaVie's zero-initialised temporal projection) unchanged."""
+    from analysis.layouts import LAYOUT_ROWS, layout_label
+
+    rows, models = {}, {}
+    for point in sweep_points("layouts"):
+        run = RunConfig.load(["+sweep=layouts", "experiment=demo", *point])
+        model = run.to_dict()["model"]
+        flat = {f"model.{k}": v for k, v in model.items()}
+        rows[next(o for o in point if o.startswith("variant="))] = layout_label(flat)
+        models[point[-1]] = {k: v for k, v in model.items() if k not in ("layout", "temporal_pos", "zero_init_temporal")}
+    assert sorted(rows.values()) == sorted(label for label in LAYOUT_ROWS if not label.startswith("spatial"))
+    assert rows["variant=lavie"].startswith("LaVie") and rows["variant=latte_v4"].startswith("Latte V4")
+    assert len({repr(m) for m in models.values()}) == 1  # same size, windows, conditioning in every row
