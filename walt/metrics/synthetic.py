@@ -46,7 +46,7 @@ class SynthClassifierConfig:
     num_frames: int = 16
     resolution: int = 32
     width: int = 16
-    epochs: int = 12
+    epochs: int = 40  # 12 epochs left it at chance on the demo set (train 0.24, val 0.13); 40: val 0.95
     batch_size: int = 16
     lr: float = 3e-3
     weight_decay: float = 1e-4
