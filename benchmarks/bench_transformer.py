@@ -37,8 +37,12 @@ STAGE2_LAYOUTS = {
     "walt_st5x16x16": dict(layout="walt", st_window=(5, 16, 16)),
     "full": dict(layout="full"),  # full self-attention in every block (Table 3b's last row)
     "latte_v1": dict(layout="s_t"),  # Latte variant 1: alternating spatial / temporal blocks
+    "latte_v2": dict(layout="s_then_t"),  # V2 late fusion: all spatial blocks, then all temporal
+    "latte_v3": dict(layout="s_plus_t"),  # V3: spatial then temporal attention inside each block
+    "latte_v4": dict(layout="split"),  # V4: heads split between spatial and temporal attention
+    "lavie": dict(layout="s_plus_t", temporal_pos="rope", zero_init_temporal=True),  # LaVie: V3 + temporal RoPE
 }
-DEFAULT_LAYOUTS = ("walt", "walt_st5x4x4", "full", "latte_v1")
+DEFAULT_LAYOUTS = ("walt", "walt_st5x4x4", "full", "latte_v1", "latte_v2", "latte_v3", "latte_v4", "lavie")
 PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense bf16
 DEFAULT_PEAK_FLOPS = 989e12  # H100 SXM dense bf16
 
