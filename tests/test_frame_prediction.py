@@ -7,7 +7,6 @@ the real first 5 frames and their reconstruction (0.12-0.35 per clip in [-1, 1] 
 autoencoder; the context frames of a prediction equal that reconstruction to float round-off).
 """
 import json
-import math
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +15,7 @@ import torch
 
 from walt import runs
 from walt.config import RunConfig
-from walt.data.video import read_clip, ClipSpec, Sampling, to_model_range, write_video
+from walt.data.video import ClipSpec, Sampling, read_clip, to_model_range, write_video
 from walt.eval import evaluate as E
 from walt.eval.context import EvalContext
 from walt.eval.reference import ContextClips, reference_datamodule
@@ -240,3 +239,22 @@ def test_walt_sample_context_errors(trained, tmp_path):
     with pytest.raises(ValueError, match="--context needs a frame-prediction run.*model.context_frames=0"):
         sample_to_files(generation, tmp_path / "o", 1, context=moving_square(tmp_path / "ok.mp4"))
     assert not (tmp_path / "o").exists()
+
+
+def test_readme_walt_sample_context_line_runs(trained, tmp_path):
+    """The README's `walt-sample <run> --context <video> ...` line, with the tiny run and a generated file
+    in place of its run directory and video."""
+    import re
+    import shlex
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    lines = [shlex.split(line, comments=True) for block in re.findall(r"```bash\n(.*?)```", readme, flags=re.S)
+             for line in block.replace("\\\n", " ").splitlines()]
+    (words,) = [w for w in lines if w and w[0] == "walt-sample" and "--context" in w]
+    args = words[1:]
+    assert args[0] == "outputs/runs/k600" and args[args.index("--context") + 1] == "my_clip.mp4"
+    args[0] = str(trained["dm"])
+    args[args.index("--context") + 1] = str(moving_square(tmp_path / "my_clip.mp4"))
+    paths = sample_main([*args, "--out", str(tmp_path / "out"), *EVAL])
+    n = int(args[args.index("-n") + 1])
+    assert sorted(p.name for p in paths) == ["grid.mp4", *(f"sample_{j:03d}.mp4" for j in range(n)), "samples.json"]
