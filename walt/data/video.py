@@ -214,6 +214,26 @@ def read_clip(
     return np.stack(out)
 
 
+def read_first_frames(path: str, num_frames: int, frame_stride: int = 1, short_side: int | None = None) -> np.ndarray:
+    """The first `num_frames` frames (every `frame_stride`-th from frame 0) as uint8 (T, H, W, 3): the
+    context of a frame prediction from a user's file. Fails with VideoDecodeError (unreadable, no_video,
+    too_short, decode_error) naming the file."""
+    span = (num_frames - 1) * frame_stride + 1
+    convert = _Converter(short_side)
+    with _open(path) as container:
+        stream, _ = _header(container, path)
+        try:
+            out = _decode_counting(container, stream, range(0, span, frame_stride), convert)
+        except (av.error.FFmpegError, ValueError, IndexError) as err:
+            raise VideoDecodeError(path, Reason.decode_error, str(err)) from err
+    if not out:
+        raise VideoDecodeError(path, Reason.no_video, "no frame decodes")
+    if len(out) < num_frames:
+        raise VideoDecodeError(path, Reason.too_short, f"decoded {len(out)} frames, {num_frames} needed "
+                                                        f"(frame stride {frame_stride} from the first frame)")
+    return np.stack(out)
+
+
 def _start(clip: ClipSpec, available: int, path: str, rng: random.Random | None) -> int:
     try:
         return clip.start(available, rng)

@@ -10,7 +10,7 @@ import torch
 
 from walt.config.run import RunConfig
 from walt.eval.extractors import Network, Networks, build_networks
-from walt.eval.reference import real_pass, reference_datamodule
+from walt.eval.reference import ContextClips, real_pass, reference_datamodule
 from walt.eval.sampling import eval_device
 from walt.eval.state import Partial
 
@@ -38,6 +38,7 @@ class EvalContext:
     nets: Networks
     datamodule: object
     _real: dict = field(default_factory=dict)
+    _context: Optional[ContextClips] = None
 
     @classmethod
     def build(cls, run: RunConfig, out_dir: Optional[Path] = None) -> "EvalContext":
@@ -55,6 +56,12 @@ class EvalContext:
             keep = tuple(sorted(self.real_rows().get((net.tag, split), ())))
             self._real[net.tag, split] = real_pass(self.run, net, self.cache_dir, self.datamodule, split, keep)
         return self._real[net.tag, split]
+
+    def context_clips(self) -> ContextClips:
+        """The real clips frame-prediction samples continue (the reference clips; built once)."""
+        if self._context is None:
+            self._context = ContextClips(self.run, self.datamodule)
+        return self._context
 
     def real_rows(self) -> dict[tuple[str, str], set]:
         """(network, split) -> per-clip rows the metrics need from the real clips: raw Inception features

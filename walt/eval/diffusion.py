@@ -1,5 +1,10 @@
 """Stage 2: eval.num_samples generated clips through every network the metrics need, then the numbers.
 
+Frame-prediction runs (model.context_frames > 0, e.g. Kinetics-600) are measured as the paper does: sample
+j encodes the first context frames of real reference clip j mod N (2 latent = 5 video frames), the sampler
+predicts the rest, and the metrics see the whole decoded clip (context frames included) against the same
+real clips; every protocol records task "frame_prediction" and its context.
+
 The sampler runs once per batch and feeds each network's own resumable pass (walt.eval.state), so a
 network added later (another metric) or a pass killed halfway continues without redoing the others.
 Sample j is the same clip whatever the batch size (walt.eval.sampling), so passes of different batch
@@ -7,15 +12,17 @@ sizes continue one stream. Every value is stored beside its MetricProtocol.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from typing import Callable
 
 import numpy as np
+import torch
 from einops import rearrange
 
 from walt.eval.context import EvalContext, Measurement
-from walt.eval.sampling import class_cycle, generate, sampling_settings
+from walt.eval.sampling import class_cycle, context_frames, generate, sampling_settings
 from walt.eval.state import Partial, Progress, fingerprint, progress_bar
 from walt.metrics import FeatureStats, MetricProtocol, inception_score
 
@@ -29,6 +36,10 @@ def measure_diffusion(ctx: EvalContext, module) -> Measurement:
     settings = sampling_settings(module, ev)
     weights = fingerprint(module.ema if ev.use_ema else module.model, module.first_stage)
     key = {"weights": weights, "sampling": settings, "diffusion": module.diffusion_cfg.to_dict()}
+    task = _task(ctx, module)
+    source = ctx.context_clips() if task["task"] == "frame_prediction" else None
+    if source is not None:
+        key["task"] = task
     nets = ctx.nets.present()
     passes = {net.tag: Progress(ctx.cache_dir, f"fake_{net.tag}", {**key, "net": net.key}) for net in nets}
     done = {tag: p.load().done for tag, p in passes.items()}
@@ -40,7 +51,7 @@ def measure_diffusion(ctx: EvalContext, module) -> Measurement:
     with progress_bar("sampling", n, start) as update:
         for b in range(start, n, ev.batch_size):
             stop = min(b + ev.batch_size, n)
-            labels, videos = generate(module, ev, b, stop)
+            labels, videos = _generate(module, ev, b, stop, source)
             if tuple(videos.shape[2:]) != expected:
                 raise ValueError(f"decoded samples are {tuple(videos.shape[2:])} (T, H, W) "
                                  f"but reference clips are {expected}")
@@ -57,21 +68,56 @@ def measure_diffusion(ctx: EvalContext, module) -> Measurement:
             update(stop)
     elapsed = time.perf_counter() - t0
     fake = {tag: p.load().head(n) for tag, p in passes.items()}
-    notes = _notes(module, settings)
+    notes = _notes(module, settings, task)
     values, protocols = {}, {}
     for metric in ctx.metrics:
         for name, (value, protocol) in METRICS[metric](ctx, fake, notes).items():
-            values[name], protocols[name] = value, protocol
+            values[name] = value
+            if protocol.n_fake is not None:  # values of samples (not synth_acc_real: real clips only)
+                protocol = dataclasses.replace(protocol, task=task["task"], context=task.get("context"))
+            protocols[name] = protocol
     k = min(PREVIEW_SAMPLES, n)
-    _, preview = generate(module, ev, 0, k, class_cycle(module.model_cfg.num_classes, k))
-    extra = {"num_samples": n, **settings,
+    if source is None:
+        _, preview = generate(module, ev, 0, k, class_cycle(module.model_cfg.num_classes, k))
+    else:  # real clip | its prediction, side by side
+        real, _ = source.clips(0, k)
+        preview = torch.cat([real.float(), _generate(module, ev, 0, k, source)[1].cpu()], dim=-1)
+    extra = {"num_samples": n, **settings, **task,
              "samples_per_sec": generated / elapsed if generated and elapsed > 0 else None}
     return Measurement(values, protocols, extra, preview.cpu())
 
 
-def _notes(module, s: dict) -> str:
+def _task(ctx: EvalContext, module) -> dict:
+    """{"task": "generation"} or, for frame-prediction models, {"task": "frame_prediction", "context": {...}}:
+    how many latent / video frames come from which real clips and how many frames are predicted."""
+    latent, video = context_frames(module)
+    if not latent:
+        return {"task": "generation"}
+    source = ctx.context_clips()
+    return {"task": "frame_prediction", "context": {
+        "latent_frames": latent, "video_frames": video, "predicted_video_frames": ctx.run.clip_frames - video,
+        "clip_frames": ctx.run.clip_frames, "source": f"first {video} frames of the real {source.description}; "
+                                                      f"sample j continues clip j mod {len(source)}"}}
+
+
+def _generate(module, ev, start: int, stop: int, source):
+    """generate() for samples start..stop-1, from their real context clips when `source` is given (with the
+    clips' own labels for class-conditional models)."""
+    if source is None:
+        return generate(module, ev, start, stop)
+    real, labels = source.clips(start, stop)
+    return generate(module, ev, start, stop, labels if module.model_cfg.num_classes else None, context=real)
+
+
+def _notes(module, s: dict, task: dict) -> str:
     nc = module.model_cfg.num_classes
-    labels = f"labels uniform over {nc} classes" if nc else "unconditional"
+    if task["task"] == "frame_prediction":
+        c = task["context"]
+        labels = (f"frame prediction: the first {c['video_frames']} frames ({c['latent_frames']} latent frames) of "
+                  f"each real clip encoded as context, {c['predicted_video_frames']} frames predicted, metrics on "
+                  f"whole clips (decoded context frames included)" + (", labels of the real clips" if nc else ""))
+    else:
+        labels = f"labels uniform over {nc} classes" if nc else "unconditional"
     return (f"{s['sampler']} {s['sampling_steps']} steps (eta {s['eta']}), guidance {s['guidance_scale']}, "
             f"{'EMA' if s['use_ema'] else 'online'} weights, {labels}, seed {s['seed']}")
 

@@ -87,6 +87,8 @@ def _collect(entries: dict, last: Optional[int] = None) -> dict:
 def _evaluate_checkpoint(ctx: EvalContext, c: Checkpoint) -> dict:
     stat = c.path.stat()
     settings = {k: v for k, v in ctx.run.eval.to_dict().items() if k not in NOT_IN_KEY}
+    if ctx.run.stage == "diffusion" and ctx.run.model.context_frames > 0:
+        settings["task"] = "frame_prediction"  # entries measured before frame prediction used real context are stale
     key = digest({"file": c.path.name, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "eval": settings})
     entry = runs.read_results(ctx.run.run_dir).get("checkpoints", {}).get(str(c.step))
     if entry and entry.get("evaluation", {}).get("key") == key:

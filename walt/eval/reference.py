@@ -96,3 +96,26 @@ def real_pass(run: RunConfig, net: Network, cache_dir: Path, datamodule, split: 
                 update(done)
         state = progress.load()
     return state, desc
+
+
+class ContextClips:
+    """The real clips frame-prediction samples continue: sample j takes the reference clip j mod N (the
+    clips the real statistics come from, eval.reference_split / eval.num_real), so each clip is continued
+    once per N samples and the sample stream does not depend on batching."""
+
+    def __init__(self, run: RunConfig, datamodule, split: Optional[str] = None):
+        self.split = split or run.eval.reference_split
+        self.subset, self.description = reference_clips(run, datamodule, self.split)
+        if not len(self.subset):
+            raise ValueError(f"frame prediction needs real context clips, but {self.description} has none")
+        self.key = clips_key(run, self.subset, self.split)
+
+    def __len__(self) -> int:
+        return len(self.subset)
+
+    def clips(self, start: int, stop: int) -> tuple[torch.Tensor, dict[int, int]]:
+        """(videos (B, C, T, H, W) in [-1, 1], {sample index: its clip's label}) of samples start..stop-1."""
+        items = [self.subset[j % len(self.subset)] for j in range(start, stop)]
+        videos = torch.stack([torch.as_tensor(item["video"]) for item in items])
+        labels = {j: int(item["label"]) for j, item in zip(range(start, stop), items) if "label" in item}
+        return videos, labels

@@ -36,6 +36,10 @@ class MetricProtocol:
     n_real, n_fake: sample counts of each side (None where a side does not exist, e.g. IS).
     reference_split: which real data the reference statistics come from.
     skipped: why the metric was not computed (None when it was).
+    task: what the fake side is: "generation" (samples from noise, labels or text) or "frame_prediction"
+        (samples continue real clips); None where there is no fake side (reconstruction metrics).
+    context: for frame prediction, where the context came from: latent_frames, video_frames,
+        predicted_video_frames, clip_frames, source.
     """
 
     metric: str
@@ -48,6 +52,8 @@ class MetricProtocol:
     reference_split: str | None = None
     notes: str = ""
     skipped: str | None = None
+    task: str | None = None
+    context: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
