@@ -12,7 +12,10 @@ attention bias, no affine norms), nothing is downloaded. Ours:
   latte_v1  layout s_t (6 S + 6 T blocks), cross-attention in every block (diffusers: spatial ones)
   walt      layout walt (6 S + 6 ST blocks), ST window = all 16 latent frames x 8 x 8 latent
             (the paper's 5x8x8 rule: whole clip in time, 8x8 latent = 4x4 tokens at p = 2), cross-attention
-All three run the same step (v-prediction diffusion loss, backward, AdamW), built in one process and
+  s_then_t  Latte V2 (6 S blocks, then 6 T); split: V4 (12 blocks, heads split S / T)
+  s_plus_t  Latte V3: 12 blocks each with S *and* T attention (one MLP): more attention than the peer's 12
+            blocks, so its ratio is an upper bound; lavie: the same with temporal RoPE (LaVie)
+All of them run the same step (v-prediction diffusion loss, backward, AdamW), built in one process and
 timed interleaved; the ratio is ours / diffusers of the median step times (< 1 = ours is faster).
 """
 from __future__ import annotations
@@ -28,6 +31,8 @@ from common import interleaved, param_count
 from walt.diffusion import NoiseSchedule, diffusion_loss
 from walt.transformer import preset_config
 
+# every layout of ours against the one peer: W.A.L.T, Latte V1-V4 (V2 s_then_t, V3 s_plus_t, V4 split), LaVie
+PEER_LAYOUTS = ("latte_v1", "walt", "s_then_t", "s_plus_t", "split", "lavie")
 MAX_RATIO_CPU = 0.75  # the report fails above this (issue 15: "must stay <= 0.75 on CPU")
 GOAL_RATIO_GPU = 0.8
 
@@ -74,6 +79,8 @@ def ours_config(layout: str, *, hidden_size, num_heads, blocks, frames, size, ch
         overrides.update(layout="s_t")
     elif layout == "walt":
         overrides.update(layout="walt", st_window=(frames, 8, 8))
+    elif layout == "lavie":
+        overrides.update(layout="s_plus_t", temporal_pos="rope", zero_init_temporal=True)
     else:
         overrides.update(layout=layout)
     return preset_config("walt_l", **overrides)
@@ -81,7 +88,7 @@ def ours_config(layout: str, *, hidden_size, num_heads, blocks, frames, size, ch
 
 def peer_ratio(*, device="cpu", bf16=False, hidden_size=384, num_heads=6, blocks=12, frames=16, size=32,
                channels=4, patch_size=2, batch=2, text_len=120, text_dim=4096, repeats=3, warmup=1,
-               ours=("latte_v1", "walt"), compile=False, max_ratio: Optional[float] = None) -> dict:
+               ours=PEER_LAYOUTS, compile=False, max_ratio: Optional[float] = None) -> dict:
     shape = dict(hidden_size=hidden_size, num_heads=num_heads, blocks=blocks, frames=frames, size=size,
                  channels=channels, patch_size=patch_size)
     steps = {"diffusers_latte": DiffusersLatteStep(**shape, batch=batch, text_len=text_len, text_dim=text_dim,
