@@ -141,6 +141,23 @@ def test_samples_are_logged_to_tensorboard_as_videos(tmp_path):
     assert video.min() >= 0 and video.max() <= 1
 
 
+def test_frame_prediction_samples_are_logged_from_the_batch_context(tmp_path):
+    """A context model's logged samples continue the batch's first clips: their first latent frame (5 video
+    frames through FakeFirstStage's decode) is the batch's own, not a sample from noise."""
+    L.seed_everything(0)
+    module = make_module(model={"context_frames": 1}, optim={"sample_every_n_steps": 1, "num_log_samples": 2},
+                         diffusion={"sampling_steps": 2})
+    logger = TensorBoardLogger(tmp_path, name="tb")
+    calls, batches = [], []
+    logger.experiment.add_video = lambda tag, video, global_step=None, fps=4: calls.append(video)
+    module.on_train_batch_start = lambda batch, batch_idx: batches.append(batch)
+    trainer(tmp_path, 1, logger=logger, limit_val_batches=0).fit(module, DataLoader(ClassVideos(8), batch_size=4))
+    (video,), (batch,) = calls, batches
+    real = module.decode(module.batch_latents(batch)[:2])[:, :, :1]  # (2, C, 1, H, W): decoded context frame
+    expect = ((real + 1) / 2).clamp(0, 1).permute(0, 2, 1, 3, 4)
+    torch.testing.assert_close(video[:, :1], expect, atol=1e-5, rtol=0)
+
+
 def test_lr_schedule_warmup_then_cosine():
     assert lr_factor(0, 10, 100) == pytest.approx(0.1)
     assert lr_factor(9, 10, 100) == pytest.approx(1.0)

@@ -196,7 +196,7 @@ class LatentDiffusionModule(L.LightningModule):
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
         step, every = self.trainer.global_step, self.optim_cfg.sample_every_n_steps
         if every and step % every == 0 and self.first_stage is not None and self.trainer.is_global_zero:
-            self.log_samples(step)
+            self.log_samples(step, batch)
 
     def configure_optimizers(self):
         opt = plain(self.optim_cfg)
@@ -284,15 +284,25 @@ class LatentDiffusionModule(L.LightningModule):
             out = torch.where(keep, context.to(out.dtype), out)
         return out
 
-    def log_samples(self, step: int) -> None:
+    def log_samples(self, step: int, batch: Optional[dict] = None) -> None:
+        """EMA samples to TensorBoard; a frame-prediction model continues the first clips of `batch` (their real
+        context latents and labels), as it is evaluated."""
         from lightning.pytorch.loggers import TensorBoardLogger
 
         if not isinstance(self.logger, TensorBoardLogger):
             return
         n = self.optim_cfg.num_log_samples
         labels = torch.arange(n, device=self.device) % self.model_cfg.num_classes if self.model_cfg.num_classes else None
+        context = {}
+        if self.model_cfg.context_frames > 0 and batch is not None:
+            x0 = self.batch_latents(batch)[:n]  # (n, c, T, h, w)
+            n = x0.shape[0]
+            frames = torch.arange(x0.shape[2], device=x0.device) < self.model_cfg.context_frames
+            context = {"context": x0, "context_mask": frames[None, :].expand(n, -1)}
+            if labels is not None:
+                labels = torch.as_tensor(batch["label"], device=self.device)[:n].long()
         generator = torch.Generator(device=self.device).manual_seed(0)
-        video = self.decode(self.sample(labels, num_samples=n, generator=generator))  # (N, C, T, H, W) in [-1, 1]
+        video = self.decode(self.sample(labels, num_samples=n, generator=generator, **context))  # (N, C, T, H, W)
         video = ((video.float() + 1) / 2).clamp(0, 1).permute(0, 2, 1, 3, 4).cpu()  # (N, T, C, H, W) in [0, 1]
         self.logger.experiment.add_video("samples", video, global_step=step, fps=8)
 
