@@ -186,3 +186,37 @@ def main(argv: Optional[Sequence[str]] = None) -> CascadeResult:
                             out_dir=args.out, fps=args.fps)
     print(json.dumps([str(p) for p in result.files]))
     return result
+
+
+def tiny_cascade_overrides(data_root: str | os.PathLike, out_dir: str | os.PathLike, steps: int,
+                           text_encoder: Optional[str] = None, text_dim: Optional[int] = None) -> dict[str, list[str]]:
+    """Overrides of the embedded cascade's three runs (autoencoder, base, sr) on a synthetic dataset root:
+    5-frame clips, base 16x16, SR 2x to 32x32; text_encoder / text_dim swap in another (e.g. tiny) encoder."""
+    out = Path(out_dir)
+    common = ["data=ucf101", f"data.root={data_root}", "data.num_classes=4", "data.num_frames=5", "data.num_workers=0",
+              "data.batch_size=4", "autoencoder=micro", "logger=csv", "trainer.enable_progress_bar=false",
+              "trainer.enable_model_summary=false", "trainer.limit_val_batches=0", "~callbacks.rich_progress_bar",
+              f"trainer.max_steps={steps}", "eval.after_train=false", "optim.warmup_steps=0"]
+    text = ([f"text.encoder={text_encoder}"] if text_encoder else []) + (
+        [f"model.cross_attention_dim={text_dim}"] if text_dim else [])
+    ae = f"first_stage_ckpt={out / 'autoencoder' / runs.LAST_CKPT}"
+    return {
+        "autoencoder": common + ["stage=autoencoder", "data.resolution=32", f"paths.run_dir={out / 'autoencoder'}"],
+        "base": common + text + ["model=walt_tiny_t2v", "data.resolution=16", ae, f"paths.run_dir={out / 'base'}"],
+        "sr": common + text + ["stage=super_resolution", "model=walt_tiny_sr", "data.resolution=32", ae,
+                               f"paths.run_dir={out / 'sr'}"],
+    }
+
+
+def train_tiny_cascade(data_root: str | os.PathLike, out_dir: str | os.PathLike, steps: int = 200,
+                       text_encoder: Optional[str] = None, text_dim: Optional[int] = None) -> dict[str, Path]:
+    """Train the embedded cascade's autoencoder, text-conditioned base and 2x SR stage (CPU-sized);
+    returns their run directories. Finished runs are skipped, as walt-train does."""
+    from walt.pipeline.fit import train_stage
+
+    dirs = {}
+    for name, overrides in tiny_cascade_overrides(data_root, out_dir, steps, text_encoder, text_dim).items():
+        run = RunConfig.load(overrides)
+        train_stage(run)
+        dirs[name] = run.run_dir
+    return dirs
