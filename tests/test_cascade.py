@@ -22,7 +22,7 @@ CAPTIONS = ["a red circle moving right quickly on a black background", "a blue s
 def stages(synthetic_root, tmp_path_factory):
     out = tmp_path_factory.mktemp("cascade")
     enc = tiny_encoder_dir(out / "encoder")
-    dirs = cascade.train_tiny_cascade(synthetic_root, out, steps=6, text_encoder=str(enc), text_dim=16)
+    dirs = cascade.train_tiny_cascade(synthetic_root, out, steps=4, text_encoder=str(enc), text_dim=16)
     return dirs, cascade.load_cascade([dirs["base"], dirs["sr"]])
 
 

@@ -194,7 +194,7 @@ def tiny_cascade_overrides(data_root: str | os.PathLike, out_dir: str | os.PathL
     5-frame clips, base 16x16, SR 2x to 32x32; text_encoder / text_dim swap in another (e.g. tiny) encoder."""
     out = Path(out_dir)
     common = ["data=ucf101", f"data.root={data_root}", "data.num_classes=4", "data.num_frames=5", "data.num_workers=0",
-              "data.batch_size=4", "autoencoder=micro", "logger=csv", "trainer.enable_progress_bar=false",
+              "data.batch_size=2", "autoencoder=micro", "autoencoder.latent_stats_batches=1", "logger=csv", "trainer.enable_progress_bar=false",
               "trainer.enable_model_summary=false", "trainer.limit_val_batches=0", "~callbacks.rich_progress_bar",
               f"trainer.max_steps={steps}", "eval.after_train=false", "optim.warmup_steps=0"]
     text = ([f"text.encoder={text_encoder}"] if text_encoder else []) + (
