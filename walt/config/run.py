@@ -262,7 +262,13 @@ class RunConfig:
         """The resolved config as plain containers: what config.yaml holds and analysis reads."""
         out = {f.name: plain(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name != "overrides"}
         out["autoencoder"], out["model"] = self.autoencoder.to_dict(), self.model.to_dict()
-        out["text"] = self.text.to_dict()
+        # the cascade's parts only where they apply, so the stored config of any other run is unchanged
+        if self.model.cross_attention_dim:
+            out["text"] = self.text.to_dict()
+        else:
+            del out["text"]
+        if self.stage not in CASCADE_STAGES:
+            del out["lowres"]
         return out
 
     def hparams(self) -> dict:
