@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from walt.modules.interpolation import InterpolationModule, nearest_frames
 from walt.modules.super_resolution import SuperResolutionModule
 
-from conftest import randomize
+from conftest import randomize, single_thread
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 SR_MODEL = dict(in_channels=3, input_size=[5, 8, 8], st_window=[5, 4, 4], depth=2, hidden_size=32, num_heads=4,
@@ -43,7 +43,8 @@ def train_sr(seed: int, steps: int = 200) -> tuple[SuperResolutionModule, list[f
 
 @pytest.fixture(scope="module")
 def trained():
-    return train_sr(0)
+    with single_thread():
+        return train_sr(0)
 
 
 def test_sr_training_lowers_the_loss(trained):
