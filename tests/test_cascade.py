@@ -12,6 +12,7 @@ from walt.modules.build import build_module
 from walt.pipeline import cascade
 from walt.weights import WeightsError
 
+from conftest import single_thread
 from test_text import tiny_encoder_dir
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -22,8 +23,9 @@ CAPTIONS = ["a red circle moving right quickly on a black background", "a blue s
 def stages(synthetic_root, tmp_path_factory):
     out = tmp_path_factory.mktemp("cascade")
     enc = tiny_encoder_dir(out / "encoder")
-    dirs = cascade.train_tiny_cascade(synthetic_root, out, steps=4, text_encoder=str(enc), text_dim=16)
-    return dirs, cascade.load_cascade([dirs["base"], dirs["sr"]])
+    with single_thread():
+        dirs = cascade.train_tiny_cascade(synthetic_root, out, steps=4, text_encoder=str(enc), text_dim=16)
+        return dirs, cascade.load_cascade([dirs["base"], dirs["sr"]])
 
 
 def test_caption_to_2x_video(stages, tmp_path):
@@ -64,10 +66,14 @@ def test_long_video_second_chunk_starts_from_the_first_chunks_last_frames(stages
 
 
 def test_cli_entry_writes_the_videos(stages, tmp_path, capsys):
+    """`walt-sample cascade ...` (the console script's function) hands over to walt.pipeline.cascade.main."""
+    from walt.cli import sample
+
     dirs, _ = stages
-    cascade.main([str(dirs["base"]), str(dirs["sr"]), "--caption", CAPTIONS[0], "--steps", "2,2", "--guidance", "2,1",
-                  "--out", str(tmp_path), "--device", "cpu"])
+    sample(["cascade", str(dirs["base"]), str(dirs["sr"]), "--caption", CAPTIONS[0], "--steps", "2,2",
+            "--guidance", "2,1", "--out", str(tmp_path), "--device", "cpu"])
     assert (tmp_path / "grid.mp4").exists() and "sample_000.mp4" in capsys.readouterr().out
+    assert json.loads((tmp_path / "cascade.json").read_text())["shape_ncthw"] == [1, 3, 5, 32, 32]
 
 
 def test_missing_text_encoder_directory_is_a_clear_error(synthetic_root, tmp_path):

@@ -158,8 +158,8 @@ def load_cascade(run_dirs: Sequence[str | os.PathLike], device: str | torch.devi
     return modules
 
 
-def main(argv: Optional[Sequence[str]] = None) -> CascadeResult:
-    """walt-sample cascade: text -> video through trained stage runs (base, then SR / interpolation)."""
+def parser() -> argparse.ArgumentParser:
+    """walt-sample cascade's options."""
     parser = argparse.ArgumentParser(prog="walt-sample cascade", description=main.__doc__)
     parser.add_argument("stages", nargs="+", help="run directories, base first (stage=diffusion), then "
                                                   "stage=super_resolution / interpolation runs")
@@ -172,7 +172,12 @@ def main(argv: Optional[Sequence[str]] = None) -> CascadeResult:
     parser.add_argument("--fps", type=int, default=8)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", required=True, help="output directory")
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> CascadeResult:
+    """walt-sample cascade: text -> video through trained stage runs (base, then SR / interpolation)."""
+    args = parser().parse_args(sys.argv[1:] if argv is None else argv)
 
     def per_stage(text, cast):
         if text is None:
@@ -211,12 +216,13 @@ def tiny_cascade_overrides(data_root: str | os.PathLike, out_dir: str | os.PathL
 def train_tiny_cascade(data_root: str | os.PathLike, out_dir: str | os.PathLike, steps: int = 200,
                        text_encoder: Optional[str] = None, text_dim: Optional[int] = None) -> dict[str, Path]:
     """Train the embedded cascade's autoencoder, text-conditioned base and 2x SR stage (CPU-sized);
-    returns their run directories. Finished runs are skipped, as walt-train does."""
-    from walt.pipeline.fit import train_stage
+    returns their run directories. Each goes through walt-train's path (walt.pipeline.train), so finished
+    runs are skipped."""
+    from walt.pipeline.train import train
 
     dirs = {}
     for name, overrides in tiny_cascade_overrides(data_root, out_dir, steps, text_encoder, text_dim).items():
         run = RunConfig.load(overrides)
-        train_stage(run)
+        train(run)
         dirs[name] = run.run_dir
     return dirs
