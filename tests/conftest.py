@@ -1,3 +1,4 @@
+import contextlib
 import os
 
 import pytest
@@ -16,13 +17,22 @@ def synthetic_root(tmp_path_factory):
     return generate(tmp_path_factory.mktemp("synthetic"), SMALL_SPEC)
 
 
-@pytest.fixture
-def one_thread():
-    """One intra-op thread: tiny ops gain nothing from more, and OpenMP barriers stall on a busy CI box."""
+@contextlib.contextmanager
+def single_thread():
+    """One intra-op thread: tiny ops gain nothing from more, and OpenMP barriers stall on a busy CI box
+    (module-scoped fixtures use this directly: they are set up before any function-scoped `one_thread`)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def one_thread():
+    with single_thread():
+        yield
 
 
 def randomize(model: torch.nn.Module, std: float) -> torch.nn.Module:

@@ -85,6 +85,10 @@ def test_unknown_group_option_lists_available():
     (["diffusion.sampler=euler"], "not one of"),
     (["eval.num_samples=0"], "eval.num_samples must be >= 1"),
     (["optim.lr=fast"], "optim.lr"),
+    # a cascade stage needs a model that takes the low-res latents and their noise level
+    (["stage=super_resolution"], r"set model.cond_channels=null .* model.noise_cond=true"),
+    (["experiment=t2v_tiny_sr", "lowres.aug_sample=0.5"], "aug_sample <= aug_max"),
+    (["experiment=t2v_tiny_sr", "eval.after_train=true"], "eval.after_train"),
 ])
 def test_cross_field_validation(override, message):
     with pytest.raises((ValueError, ConfigCompositionException), match=message):
@@ -104,6 +108,24 @@ def test_run_config_is_frozen_and_round_trips_through_its_overrides(tmp_path):
     assert again.eval.num_samples == 7 and again.model == run.model and again.data == run.data
     with pytest.raises(ValueError, match=r"model.depth: 4 -> 6"):
         RunConfig.stored(tmp_path, ["model.depth=6"])
+
+
+def test_cascade_parts_are_stored_only_where_they_apply(tmp_path):
+    """text only for text-conditioned models, lowres only for cascade stages: other runs' stored configs keep
+    their keys; a super-resolution run round-trips through its stored overrides like any other."""
+    from walt import runs
+
+    plain = RunConfig.load(["experiment=demo"]).to_dict()
+    assert "text" not in plain and "lowres" not in plain
+    base = RunConfig.load(["experiment=t2v_tiny"]).to_dict()
+    assert base["text"]["encoder"] == "minilm" and "lowres" not in base
+    sr = RunConfig.load(["experiment=t2v_tiny_sr", f"paths.run_dir={tmp_path}"])
+    assert sr.to_dict()["lowres"] == {"factor": 2, "upsample": "bilinear", "aug_max": 0.3, "aug_sample": 0.1}
+    assert sr.model.cond_channels == sr.model.in_channels == 8 and sr.model.num_classes == 0
+    runs.write_config(tmp_path, sr.to_dict(), list(sr.overrides))
+    assert RunConfig.stored(tmp_path).lowres == sr.lowres
+    with pytest.raises(ValueError, match=r"lowres.aug_max: 0.3 -> 0.2"):
+        RunConfig.stored(tmp_path, ["lowres.aug_max=0.2"])
 
 
 def sweep_points(name):

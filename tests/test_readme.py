@@ -12,6 +12,7 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from walt.config import CONFIG_DIR, RunConfig, register
+from walt.config.run import STAGES
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -46,12 +47,29 @@ def test_walt_train_lines_compose_and_validate(args):
 
     overrides, hydra_level = split_hydra(args)
     run = RunConfig.load(overrides)
-    assert run.stage in ("autoencoder", "diffusion")
+    assert run.stage in STAGES
     register()
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose("train", overrides=[*overrides, *hydra_level], return_hydra_config=True)
     if any(a.startswith("hydra/launcher=slurm") for a in hydra_level):
         assert cfg.hydra.launcher.partition == "gpu"
+
+
+def test_cascade_lines_chain_the_runs_the_readme_trains():
+    """The text-to-video section: an autoencoder run, base and SR runs on its checkpoint, and a walt-sample
+    cascade line over those runs whose options walt.pipeline.cascade accepts (the cascade itself runs end to
+    end in tests/test_cascade.py)."""
+    from walt.pipeline.cascade import parser
+
+    by_name = {RunConfig.load(split_hydra(a)[0]).run_name: RunConfig.load(split_hydra(a)[0])
+               for a in TRAIN if any(w.startswith("run_name=t2v_") for w in a)}
+    assert [by_name[n].stage for n in ("t2v_ae", "t2v_base", "t2v_sr")] == ["autoencoder", "diffusion", "super_resolution"]
+    ae_ckpt = "outputs/runs/t2v_ae/checkpoints/last.ckpt"
+    assert by_name["t2v_base"].first_stage_ckpt == by_name["t2v_sr"].first_stage_ckpt == ae_ckpt
+    assert by_name["t2v_base"].model.cross_attention_dim and by_name["t2v_sr"].model.noise_cond
+    line, = [a for a in commands("walt-sample") if a[0] == "cascade"]
+    args = parser().parse_args(line[1:])
+    assert args.stages == ["outputs/runs/t2v_base", "outputs/runs/t2v_sr"] and args.caption
 
 
 def test_the_error_example_prints_one_line():
@@ -96,6 +114,6 @@ def test_comparing_checkpoints_workflow_runs_end_to_end(tmp_path, synthetic_root
     assert tables_main(["--checkpoints", str(run_dir)]) == 0
     assert list(tmp_path.glob("outputs/runs/**/checkpoints_fvd_synth.md"))
 
-    sample_args, = [a for a in commands("walt-sample") if "--context" not in a]  # the other: test_frame_prediction
+    sample_args, = [a for a in commands("walt-sample") if "--context" not in a and a[0] != "cascade"]
     sample_main([str(run_dir), "ckpt=40", "-n", "2", "--out", str(tmp_path / "samples")])
     assert (tmp_path / "samples" / "grid.mp4").exists()

@@ -25,7 +25,8 @@ MODEL = dict(in_channels=3, input_size=[5, 4, 4], st_window=[5, 2, 2], depth=4, 
 def tiny_encoder_dir(root, kind="bert"):
     """A randomly initialised 2-layer encoder and a word-level tokenizer, saved like a hub download.
 
-    Needs the optional `text` extra (transformers; not in CI's lock yet): tests that build one skip without it."""
+    Needs the `text` extra (transformers; pinned in requirements/lock.txt, so CI runs these): tests that build one
+    skip where it is not installed (an install of the package alone)."""
     pytest.importorskip("transformers", reason="the text extra (transformers) is not installed")
     from transformers import BertConfig, BertModel, BertTokenizerFast, T5Config, T5EncoderModel
 

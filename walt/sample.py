@@ -172,8 +172,17 @@ def main(argv: Optional[Sequence[str]] = None) -> list[Path]:
     Overrides (eval.seed=1, eval.sampling_steps=100, eval.guidance_scale=2, ...) re-compose the run's
     stored config. Files go to --out (default <run_dir>/samples; one step<N>/ sub-directory per checkpoint
     when ckpt= names several). Prints the written paths as JSON.
+
+    walt-sample cascade <base run> <sr run> [...] --caption TEXT --out DIR: text -> video through a trained
+    cascade (walt.pipeline.cascade; walt-sample cascade --help lists its options).
     """
-    parser = argparse.ArgumentParser(prog="walt-sample", description=main.__doc__.split("\n\n")[0])
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["cascade"]:
+        from walt.pipeline.cascade import main as cascade_main
+
+        return cascade_main(argv[1:]).files
+    parser = argparse.ArgumentParser(prog="walt-sample", description=main.__doc__.split("\n\n")[0],
+                                     epilog="text -> video through a trained cascade: walt-sample cascade --help")
     parser.add_argument("run_dir")
     parser.add_argument("-n", "--num-samples", type=int, default=16)
     parser.add_argument("--out", default=None, help="output directory (default <run_dir>/samples)")

@@ -19,13 +19,16 @@ from omegaconf import DictConfig, OmegaConf
 from walt import runs
 from walt.autoencoder.config import AutoencoderConfig
 from walt.config.eval import I3D_EXTRACTORS, EvalConfig
-from walt.config.schema import CONFIG_DIR, PRECISIONS, DataConfig, Dataset, OptimConfig, PathsConfig, register
+from walt.config.schema import (CONFIG_DIR, PRECISIONS, DataConfig, Dataset, LowResConfig, OptimConfig, PathsConfig,
+                                register)
 from walt.diffusion.config import DiffusionConfig
+from walt.text.config import TextConfig
 from walt.transformer.config import ModelConfig
 from walt.utils import plain
 
 log = logging.getLogger(__name__)
-STAGES = ("autoencoder", "diffusion")
+STAGES = ("autoencoder", "diffusion", "super_resolution", "interpolation")
+CASCADE_STAGES = ("super_resolution", "interpolation")
 # Sections a finished run may be re-evaluated with differently; any other difference means the config
 # tree no longer composes to what the run trained with.
 REEVALUATION_SECTIONS = ("eval", "trainer", "logger", "callbacks", "paths", "force", "tags", "notes")
@@ -72,7 +75,9 @@ def quote(value: Any) -> str:
 class RunConfig:
     """One run, typed: the run-level settings plus one typed part per config group.
 
-    stage: "autoencoder" (stage 1) or "diffusion" (stage 2). seed, run_name, force, first_stage_ckpt,
+    stage: "autoencoder" (stage 1), "diffusion" (stage 2), or a cascade stage: "super_resolution",
+    "interpolation" (stage 2 conditioned on the previous stage's latents, configured by `lowres`).
+    text: the text encoder of text-conditioned models (model.cross_attention_dim). seed, run_name, force, first_stage_ckpt,
     first_stage_steps, first_stage_seed, ckpt_path, tags, notes: see walt.config.schema.TrainConfig.
     paths, data, optim: the schema's typed groups. autoencoder, model, diffusion, eval: the leaf
     libraries' configs (model completed with the latent shape and the data's class count).
@@ -101,6 +106,8 @@ class RunConfig:
     callbacks: dict
     tags: tuple = ()
     notes: str = ""
+    text: TextConfig = field(default_factory=TextConfig)
+    lowres: LowResConfig = field(default_factory=LowResConfig)
     overrides: tuple = field(default=(), compare=False)
 
     # ------------------------------------------------------------------ construction
@@ -127,6 +134,7 @@ class RunConfig:
             trainer=plain(t.trainer), logger=plain(t.logger) if t.logger else None,
             callbacks={k: v for k, v in plain(t.callbacks).items() if v},
             tags=tuple(str(x) for x in t.tags), notes=str(t.notes), overrides=tuple(overrides),
+            text=TextConfig.from_dict(t.text), lowres=t.lowres,
         )
         run.validate()
         return run
@@ -188,10 +196,28 @@ class RunConfig:
                 f"clips of {frames}x{data.resolution}x{data.resolution} do not fit the autoencoder's /{ae.temporal_factor} "
                 f"time and /{ae.spatial_factor} space factors: data.num_frames must be 1 + k*{ae.temporal_factor} "
                 f"(e.g. 17) and data.resolution a multiple of {ae.spatial_factor}")
+        if self.stage in CASCADE_STAGES:
+            self.validate_cascade()
+            return
         self.eval.stage_metrics(self.stage)
         if self.eval.after_train:
             self.metric_frames()
             self.eval_weights()
+
+    def validate_cascade(self) -> None:
+        """A cascade stage's model must take the low-res latents (cond_channels) and their noise level."""
+        lr, m = self.lowres, self.model
+        if lr.factor < 1 or lr.upsample not in ("nearest", "bilinear") or not 0 <= lr.aug_sample <= lr.aug_max <= 1:
+            raise ValueError(f"lowres: factor >= 1, upsample nearest|bilinear and 0 <= aug_sample <= aug_max <= 1, "
+                             f"got {lr}")
+        if m.cond_channels != m.in_channels or not m.noise_cond:
+            raise ValueError(f"stage={self.stage} feeds the low-res latents ({m.in_channels} channels) and their noise "
+                             f"level to the model: set model.cond_channels=null (= the latent channels) and "
+                             f"model.noise_cond=true (e.g. model=walt_tiny_sr), got cond_channels={m.cond_channels}, "
+                             f"noise_cond={m.noise_cond}")
+        if self.eval.after_train:
+            raise ValueError(f"eval.after_train: the video metrics are defined for stage=diffusion; the cascade is "
+                             f"measured end to end (walt.pipeline.cascade). Set eval.after_train=false for stage={self.stage}")
 
     def metric_frames(self) -> int:
         """Frames fed to the metrics' extractor (eval.num_frames_metric, else the whole clip)."""
@@ -236,6 +262,13 @@ class RunConfig:
         """The resolved config as plain containers: what config.yaml holds and analysis reads."""
         out = {f.name: plain(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name != "overrides"}
         out["autoencoder"], out["model"] = self.autoencoder.to_dict(), self.model.to_dict()
+        # the cascade's parts only where they apply, so the stored config of any other run is unchanged
+        if self.model.cross_attention_dim:
+            out["text"] = self.text.to_dict()
+        else:
+            del out["text"]
+        if self.stage not in CASCADE_STAGES:
+            del out["lowres"]
         return out
 
     def hparams(self) -> dict:
@@ -261,15 +294,18 @@ def clip_frames(data: DataConfig) -> int:
 
 
 def complete_model(model: Any, autoencoder: AutoencoderConfig, data: DataConfig) -> ModelConfig:
-    """The stage-2 ModelConfig: in_channels / input_size left null come from the latent shape,
-    num_classes from the data."""
+    """The stage-2 ModelConfig: in_channels / input_size / cond_channels left null come from the latent shape,
+    num_classes (unless given) from the data."""
     values = dict(plain(model))
     c, t, h, w = autoencoder.latent_shape(clip_frames(data), data.resolution, data.resolution)
     if values.get("in_channels") is None:
         values["in_channels"] = c
     if values.get("input_size") is None:
         values["input_size"] = [t, h, w]
-    values["num_classes"] = int(data.num_classes)
+    if "cond_channels" in values and values["cond_channels"] is None:  # cascade stages: the low-res latents
+        values["cond_channels"] = c
+    if values.get("num_classes") is None:  # text-to-video presets set 0: captions, not classes
+        values["num_classes"] = int(data.num_classes)
     return ModelConfig.from_dict(values)
 
 

@@ -38,6 +38,26 @@ class Stage(str, enum.Enum):
 
     autoencoder = "autoencoder"
     diffusion = "diffusion"
+    super_resolution = "super_resolution"
+    interpolation = "interpolation"
+
+
+@dataclass
+class LowResConfig:
+    """How a cascade stage (stage=super_resolution | interpolation) is conditioned on the previous stage.
+
+    factor: spatial upsampling factor (super-resolution) or frame-rate factor (interpolation).
+    upsample: super-resolution's latent-space upsampling of the low-res latents to the high-res grid,
+        per frame: "nearest" or "bilinear" (interpolation repeats the nearest low-rate frame instead).
+    aug_max: noise-conditioning augmentation in training: the low-res latents are diffused to a level
+        t_sr ~ U[0, aug_max * num_timesteps), which the model reads through AdaLN (model.noise_cond).
+    aug_sample: the fixed level (fraction of num_timesteps) used at sampling and validation.
+    """
+
+    factor: int = 2
+    upsample: str = "bilinear"
+    aug_max: float = 0.3
+    aug_sample: float = 0.1
 
 
 @dataclass
@@ -198,6 +218,8 @@ class TrainConfig:
     diffusion: Any = None
     optim: OptimConfig = field(default_factory=OptimConfig)
     eval: Any = None
+    text: Any = None  # walt.text.TextConfig, typed in RunConfig.from_hydra (used when model.cross_attention_dim)
+    lowres: LowResConfig = field(default_factory=LowResConfig)
 
 
 def run_dirname(overrides: str, limit: int = 120) -> str:

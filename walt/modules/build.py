@@ -15,7 +15,11 @@ import torch
 from walt.config.run import RunConfig
 from walt.config.schema import AUTO
 from walt.modules.autoencoder import AutoencoderModule, load_autoencoder
+from walt.modules.interpolation import InterpolationModule
 from walt.modules.latent_diffusion import LatentDiffusionModule
+from walt.modules.super_resolution import SuperResolutionModule
+
+CASCADE_MODULES = {"super_resolution": SuperResolutionModule, "interpolation": InterpolationModule}
 
 log = logging.getLogger(__name__)
 
@@ -32,11 +36,24 @@ def load_first_stage(run: RunConfig) -> Optional[AutoencoderModule]:
     return load_autoencoder(path, normalize_latents=run.diffusion.normalize_latents)
 
 
+def load_text_encoder(run: RunConfig):
+    """The frozen text encoder of run.text for text-conditioned models (None otherwise)."""
+    if not run.model.cross_attention_dim:
+        return None
+    from walt.text import load_text_encoder as load
+
+    return load(run.text)
+
+
 def build_module(run: RunConfig) -> L.LightningModule:
-    """A freshly initialised module of run.stage (stage 2 with its frozen first stage)."""
+    """A freshly initialised module of run.stage (stage 2 and the cascade stages with their frozen first
+    stage and, for text-conditioned models, text encoder)."""
     if run.stage == "autoencoder":
         return AutoencoderModule(run.autoencoder)
-    return LatentDiffusionModule(run.model, run.diffusion, run.optim, first_stage=load_first_stage(run))
+    frozen = dict(first_stage=load_first_stage(run), text_encoder=load_text_encoder(run))
+    if run.stage in CASCADE_MODULES:
+        return CASCADE_MODULES[run.stage](run.model, run.diffusion, run.optim, run.lowres, **frozen)
+    return LatentDiffusionModule(run.model, run.diffusion, run.optim, **frozen)
 
 
 def load_module(run: RunConfig, ckpt_path: str | Path) -> tuple[L.LightningModule, int]:

@@ -17,9 +17,10 @@ def train(run: RunConfig) -> dict:
     """Train one run; returns the results written to <run_dir>/results.json."""
     if runs.is_complete(run.run_dir) and not run.force:
         return train_stage(run)  # the skip, with its message
-    if run.stage != "diffusion":
+    if run.stage == "autoencoder":
         return train_stage(run)
-    run = first_stage.prepare(run)  # before config.yaml, so the run records the checkpoint it used
+    # stage 2 and the cascade stages; before config.yaml, so the run records the checkpoint it used
+    run = first_stage.prepare(run)
     extra = {}
     if run.first_stage_ckpt:
         # the autoencoder's metrics travel with the stage-2 run, prefixed (Table 3f's rFVD column)

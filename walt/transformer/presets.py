@@ -39,6 +39,22 @@ PRESETS: dict[str, dict[str, Any]] = {
     "walt_tiny": dict(depth=4, hidden_size=64, num_heads=4, input_size=(5, 8, 8), st_window=(5, 4, 4)),
     "walt_tiny_video": dict(depth=6, hidden_size=128, num_heads=4, input_size=(5, 8, 8), st_window=(5, 4, 4)),
 }
+# Text-to-video cascade (Gupta et al. 2023, Sec. 5 / issue 14). Base: text cross-attention in the S layers
+# (keys / values = concat[own window tokens, text states]), caption dropout for CFG, 1 latent frame of frame
+# prediction for long videos by autoregressive extension; captions replace class labels (num_classes = 0).
+# SR: the upsampled low-res latents concatenated on channels (cond_channels = the latent channels) and their
+# noise-conditioning-augmentation level through AdaLN (noise_cond).
+_T2V: dict[str, Any] = dict(text_layers="S", text_dropout_prob=0.1, context_frames=1, context_prob=0.5, num_classes=0)
+_SR: dict[str, Any] = dict(noise_cond=True, num_classes=0)
+PRESETS.update({
+    # T5-XXL token states (4096); 17x128x128 -> 5x16x16 latents (the paper continues at 128x224).
+    "walt_l_t2v": dict(PRESETS["walt_l"], cross_attention_dim=4096, **_T2V),
+    # 2x: 128x224 -> 256x448 = 5x16x28 -> 5x32x56 latents (the ST window 5x8x8 tiles it); c = 8.
+    "walt_l_sr": dict(PRESETS["walt_l"], input_size=(5, 32, 56), cross_attention_dim=4096, cond_channels=8, **_SR),
+    # CPU-sized cascade: MiniLM token states (384); the tiny cascade's base is 5x16x16 clips -> 2x2x2 latents.
+    "walt_tiny_t2v": dict(PRESETS["walt_tiny"], cross_attention_dim=384, **_T2V),
+    "walt_tiny_sr": dict(PRESETS["walt_tiny"], cross_attention_dim=384, cond_channels=8, **_SR),
+})
 
 
 def preset_config(name: str, **overrides: Any) -> ModelConfig:
