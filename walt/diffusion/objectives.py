@@ -99,7 +99,7 @@ def discretized_gaussian_log_likelihood(x: torch.Tensor, mean: torch.Tensor, log
 
 
 def vlb_term(schedule: NoiseSchedule, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, x0_hat: torch.Tensor,
-             var_values: torch.Tensor) -> torch.Tensor:
+             var_values: torch.Tensor, weight: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Per-sample L_t in bits per dimension (B,): KL(q(x_{t-1} | x_t, x0) || p(x_{t-1} | x_t)) for t > 0,
     -log p(x0 | x_1) at t = 0 with iDDPM's discretised Gaussian (2/255-wide bins, edges at +-1), which
     DiT and Latte apply to latents unchanged; it keeps the term >= 0 where a continuous density
@@ -107,6 +107,7 @@ def vlb_term(schedule: NoiseSchedule, x0: torch.Tensor, x_t: torch.Tensor, t: to
 
     x0_hat: the model's x0 estimate (detached by the caller, so only the variance learns from it).
     beta~_0 = 0 is replaced by beta~_1 (iDDPM's clipped log variance).
+    weight: optional per-element weights broadcastable to x0 (0 = masked out): a weighted mean per sample.
     """
     ndim = x0.ndim
     shape = (-1,) + (1,) * (ndim - 1)
@@ -127,6 +128,9 @@ def vlb_term(schedule: NoiseSchedule, x0: torch.Tensor, x_t: torch.Tensor, t: to
                 + (true_mean - model_mean) ** 2 * (-model_logvar).exp())
     nll = -discretized_gaussian_log_likelihood(x0, model_mean, model_logvar)
     per_elem = torch.where(t.view(shape) == 0, nll, kl)
+    if weight is not None:
+        w = weight.float().expand_as(per_elem)
+        return (per_elem * w).flatten(1).sum(1) / w.flatten(1).sum(1).clamp_min(1e-12) / math.log(2.0)
     return per_elem.flatten(1).mean(1) / math.log(2.0)
 
 
@@ -140,9 +144,13 @@ def diffusion_loss(
     t: Optional[torch.Tensor] = None,
     noise: Optional[torch.Tensor] = None,
     generator: Optional[torch.Generator] = None,
+    weight: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
     """L2 between the model output and the `prediction` target, mean over all elements; with a
     learned-sigma output (2x channels) plus the VLB term of its variance (see the module docstring).
+    weight: optional weights broadcastable to x0 (e.g. (B, 1, T, 1, 1) per latent frame; 0 = masked
+    out, such as the padding frames of joint training's image samples): the loss is then the
+    weighted mean, i.e. the mean over the kept elements only, and masked elements get no gradient.
 
     model_fn(x_t, t, self_cond) -> prediction; conditioning (labels, context, ...) is closed over.
     self_condition: per-sample coins (B,) bool, or one bool for the batch: where True, a first no-grad
@@ -165,8 +173,18 @@ def diffusion_loss(
             self_cond = to_x0_eps(prediction, first.float(), x_t, alpha, sigma)[0].to(x0.dtype).detach()
             self_cond = self_cond * coins.view(B, *([1] * (x0.ndim - 1))).to(x0.dtype)
     pred, var_values = split_output(model_fn(x_t, t, self_cond), x0)
-    loss = (pred.float() - target(prediction, x0, noise, alpha, sigma).float()).pow(2).mean()
+    sq = (pred.float() - target(prediction, x0, noise, alpha, sigma).float()).pow(2)
+    if weight is None:
+        loss = sq.mean()
+    else:
+        w = weight.float().expand_as(sq)
+        loss = (sq * w).sum() / w.sum().clamp_min(1e-12)
     if var_values is not None:
         x0_hat = to_x0_eps(prediction, pred.detach().float(), x_t.float(), alpha.float(), sigma.float())[0]
-        loss = loss + vlb_term(schedule, x0, x_t, t, x0_hat, var_values).mean()
+        vlb = vlb_term(schedule, x0, x_t, t, x0_hat, var_values, weight)
+        if weight is not None:  # samples with no kept element do not count
+            kept = (weight.float().expand_as(sq).flatten(1).sum(1) > 0).float()
+            loss = loss + (vlb * kept).sum() / kept.sum().clamp_min(1)
+        else:
+            loss = loss + vlb.mean()
     return loss

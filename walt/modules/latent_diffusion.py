@@ -2,7 +2,9 @@
 
 Batches are dicts: 'latents' (B, c, T, H, W), already normalised (from a latent cache), or
 'video' (B, C, T, H, W) in [-1, 1] encoded on the fly by the frozen first stage; plus 'label'
-(B,) ints when num_classes > 0, and optionally 'is_image' (B,) bool; text-conditioned models
+(B,) ints when num_classes > 0, and optionally 'is_image' (B,) bool and 'frame_is_image' (B, T) bool
+(image-video joint training, walt.data.joint: image frames are encoded one by one, appended images
+reach the transformer as image frames, padding latent frames of image samples carry no loss); text-conditioned models
 (cross_attention_dim) read 'caption' (B strings, encoded by the frozen text encoder) or pre-computed
 'text_states' (B, L, D) with 'text_mask' (B, L).
 The first stage is held outside the module's state: checkpoints hold only stage 2 (online + EMA).
@@ -14,6 +16,7 @@ from typing import Any, Optional, Sequence, Union
 
 import lightning as L
 import torch
+from einops import rearrange
 from torch import nn
 
 from walt.config.schema import OptimConfig
@@ -119,18 +122,80 @@ class LatentDiffusionModule(L.LightningModule):
 
     @torch.no_grad()
     def batch_latents(self, batch: dict) -> torch.Tensor:
-        """Normalised latents (B, c, T, H, W) of a batch: cached 'latents' or encoded 'video'."""
+        """Normalised latents (B, c, T, H, W) of a batch: cached 'latents' or encoded 'video'.
+
+        With 'frame_is_image' flags (joint training, walt.data.joint) every flagged frame is encoded
+        alone (a 1-frame clip -> 1 latent frame): in image samples ('is_image') the k images become
+        latent frames 0..k-1 and the rest are the padded clip's later latent frames (padding, see
+        `latent_frame_flags`); in video samples the unflagged frames are encoded as one clip and the
+        images, which must follow them, are appended in order after its latent frames.
+        """
         if "latents" in batch:
             return batch["latents"].float()
         if self.first_stage is None:
             raise KeyError("batch has no 'latents' and the module has no first_stage to encode 'video'; "
                            "pass first_stage=<autoencoder> or train from a latent cache")
-        fs = self.first_stage
         video = batch["video"]
+        flags = batch.get("frame_is_image")
+        if flags is None or not bool(flags.any()):
+            return self._encode(video)
+        B, T = flags.shape
+        flags = flags.to(video.device, torch.bool)
+        is_image = torch.as_tensor(batch.get("is_image", torch.zeros(B, dtype=torch.bool)), device=video.device).bool()
+        images = self._encode(rearrange(video, "b c t h w -> b t c h w")[flags][:, :, None])  # (N, c, 1, h, w)
+        sample, frame = flags.nonzero(as_tuple=True)  # image frames, batch-major like `images`
+        rank = flags.long().cumsum(1)[sample, frame] - 1  # the image's place among its sample's images
+        vflags = flags[~is_image]
+        if not bool(vflags.any()):  # W.A.L.T image samples: padded clips, their images at latent frames 0..k-1
+            latents = self._encode(video)
+            if bool((rank >= latents.shape[2]).any()):
+                raise ValueError(f"an image sample holds more images than its clip has latent frames ({latents.shape[2]})")
+            latents[sample, :, rank] = images[:, :, 0].to(latents.dtype)
+            return latents
+        if bool(is_image.any()):
+            raise ValueError("joint batches either mix image samples (is_image) or append images to clips, not both")
+        n_video = int((~vflags[0]).sum())
+        if bool((vflags != (torch.arange(T, device=flags.device) >= n_video)).any()):
+            raise ValueError("joint batches: in video samples the image frames must follow the clip's frames, the same "
+                             "number in every sample (walt.data.joint's append mode)")
+        clips = self._encode(video[:, :, :n_video])  # (B, c, t, h, w)
+        appended = rearrange(images[:, :, 0], "(b n) c h w -> b c n h w", b=B)
+        return torch.cat([clips, appended], dim=2)
+
+    def _encode(self, video: torch.Tensor) -> torch.Tensor:
+        fs = self.first_stage
         weight = next(fs.parameters(), None)
         if weight is not None and video.is_floating_point():
             video = video.to(weight.dtype)  # bf16-true casts batches, not the (unregistered) first stage
         return fs.normalize(fs.encode(video)).float()
+
+    @staticmethod
+    def latent_frame_flags(batch: dict, x0: torch.Tensor) -> tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
+        """(image frames, kept frames) of the latents x0 (B, c, T, h, w) of a joint batch, each (B, T) bool or None.
+
+        Image frames: the appended images of video samples (what the transformer keeps out of the
+        clip's temporal mixing; None when there is none, image samples pass by 'is_image'). Kept
+        frames: all but the padding latent frames of image samples (the loss mask; None = all kept).
+        Pixel-frame flags map to latent frames as `batch_latents` lays them out; a latent-cache batch
+        may carry its flags per latent frame already (frame_is_image of length T).
+        """
+        flags = batch.get("frame_is_image")
+        if flags is None:
+            return None, None
+        B, T = x0.shape[0], x0.shape[2]
+        flags = flags.to(x0.device, torch.bool)
+        is_image = batch.get("is_image")
+        is_image = (torch.zeros(B, dtype=torch.bool, device=x0.device) if is_image is None
+                    else torch.as_tensor(is_image, device=x0.device).bool())
+        count = flags.sum(1, keepdim=True)  # images per sample
+        frame = torch.arange(T, device=x0.device)[None]
+        if flags.shape[1] == T and "latents" in batch:
+            latent_images = flags
+        else:  # images last in video samples, first in image samples
+            latent_images = torch.where(is_image[:, None], frame < count, frame >= T - count)
+        keep = ~is_image[:, None] | latent_images
+        image_frames = latent_images & ~is_image[:, None]
+        return (image_frames if bool(image_frames.any()) else None), (None if bool(keep.all()) else keep)
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
@@ -145,6 +210,9 @@ class LatentDiffusionModule(L.LightningModule):
         """Model keyword conditions of a batch: labels, frame-prediction context, image flags."""
         cfg, B, T = self.model_cfg, x0.shape[0], x0.shape[2]
         cond: dict[str, Any] = {"is_image": batch.get("is_image")}
+        image_frames = self.latent_frame_flags(batch, x0)[0]
+        if image_frames is not None:  # appended images (Latte / LaVie): frames kept out of temporal mixing
+            cond["frame_is_image"] = image_frames
         if cfg.num_classes > 0:
             y = torch.as_tensor(batch["label"], device=x0.device).long()
             cond["y"] = self.model.drop_labels(y, generator) if train else y
@@ -159,6 +227,8 @@ class LatentDiffusionModule(L.LightningModule):
     def _loss(self, net: WALT, batch: dict, train: bool, generator=None) -> torch.Tensor:
         x0 = self.batch_latents(batch)
         cond = self._conditions(batch, x0, train, generator)
+        keep = self.latent_frame_flags(batch, x0)[1]  # padding latent frames of image samples: no loss
+        weight = None if keep is None else keep[:, None, :, None, None].to(x0.dtype)
         p = self.model_cfg.self_cond_prob
         if train:  # one coin per sample (Chen et al.'s recipe)
             coin = torch.rand(x0.shape[0], device=x0.device, generator=generator) < p
@@ -166,7 +236,7 @@ class LatentDiffusionModule(L.LightningModule):
             coin = p > 0  # evaluate the way we sample
         model_fn = lambda x, t, sc: net(x, t, self_cond=sc, **cond)  # noqa: E731
         return diffusion_loss(model_fn, self.schedule, x0, self.diffusion_cfg.prediction,
-                              self_condition=coin, generator=generator)
+                              self_condition=coin, generator=generator, weight=weight)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         loss = self._loss(self.model, batch, train=True)

@@ -14,18 +14,33 @@ import torch.nn.functional as F
 from einops import rearrange, repeat
 from torch import nn
 
+from walt.transformer.embeddings import video_frame_index
 
-def relative_position_index(window: tuple[int, int, int]) -> torch.Tensor:
+
+def relative_position_index(window: tuple[int, int, int], table_t: Optional[int] = None) -> torch.Tensor:
     """(N, N) index into a ((2t-1)(2h-1)(2w-1)) bias table for the N = t*h*w tokens of a window.
 
-    Token order is (t, h, w) row-major, the order of the window partition below.
+    Token order is (t, h, w) row-major, the order of the window partition below. table_t: the t of
+    the bias table when the window spans more frames than the table (appended image frames: time
+    offsets are clamped to the table; only video-video pairs, within the table, are ever unmasked).
     """
     t, h, w = window
+    tt = t if table_t is None else table_t
     coords = torch.stack(torch.meshgrid(torch.arange(t), torch.arange(h), torch.arange(w), indexing="ij"))
     coords = coords.flatten(1)  # (3, N)
     rel = coords[:, :, None] - coords[:, None, :]  # (3, N, N), each axis in [-(s-1), s-1]
-    rel_t, rel_h, rel_w = rel[0] + t - 1, rel[1] + h - 1, rel[2] + w - 1
+    rel_t, rel_h, rel_w = rel[0].clamp(-(tt - 1), tt - 1) + tt - 1, rel[1] + h - 1, rel[2] + w - 1
     return (rel_t * (2 * h - 1) + rel_h) * (2 * w - 1) + rel_w
+
+
+def window_frame_flags(frame_image: torch.Tensor, window: tuple[int, int, int], grid: tuple[int, int, int]) -> torch.Tensor:
+    """Per-frame flags (B, T) -> per-token flags of every window (B * windows, n), in the window
+    partition's order ((b nt nh nw), tokens (wt wh ww)); tensor ops only."""
+    B = frame_image.shape[0]
+    wt, wh, ww = window
+    T, H, W = grid
+    f = frame_image.view(B, T // wt, 1, wt).expand(B, T // wt, (H // wh) * (W // ww), wt)
+    return f.reshape(-1, wt).repeat_interleave(wh * ww, dim=1)
 
 
 def same_frame_mask(window: tuple[int, int, int]) -> torch.Tensor:
@@ -63,12 +78,18 @@ class WindowGroup(nn.Module):
     temporal: the kind spans frames (ST, T, full): images pass it by `image_mask` ("identity":
         each image token attends only to itself, i.e. its output is its value; "frame": within its
         own frame inside the window). Applied per sample, so an image gives the same output alone
-        and inside any mixed image / video batch.
+        and inside any mixed image / video batch; and per frame (`frame_image`): image frames of a
+        video sample (Latte / LaVie appended images) pass the same way, and video frames never read them.
+    spans_clip: the window spans all frames of the model's clip (T, full, ST with t = the clip):
+        it then spans all frames of a longer input too (a clip plus appended image frames).
     """
 
-    def __init__(self, heads: int, window: tuple[int, int, int], temporal: bool, rel_pos_bias: bool, image_mask: str):
+    def __init__(self, heads: int, window: tuple[int, int, int], temporal: bool, rel_pos_bias: bool, image_mask: str,
+                 spans_clip: bool = False):
         super().__init__()
         self.heads, self.window, self.temporal, self.image_mask = heads, tuple(window), temporal, image_mask
+        self.spans_clip = spans_clip and temporal
+        self._index_cache: dict[int, torch.Tensor] = {}
         t, h, w = self.window
         if rel_pos_bias:
             self.rel_bias = nn.Parameter(torch.zeros((2 * t - 1) * (2 * h - 1) * (2 * w - 1), heads))
@@ -89,8 +110,11 @@ class WindowGroup(nn.Module):
         v: torch.Tensor,
         is_image: Optional[torch.Tensor] = None,
         extra_kv: Optional[tuple[torch.Tensor, torch.Tensor]] = None,
+        frame_image: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
-        """q, k, v: (B, T, H, W, heads, e); extra_kv: keys / values (B, heads, L, e) every window also reads.
+        """q, k, v: (B, T, H, W, heads, e); extra_kv: keys / values (B, heads, L, e) every window also reads;
+        frame_image: (B, T) bool, frames that are independent images (None: no such frame; the caller
+        skips it for batches without image frames, so they take the plain path).
 
         Returns (B, T, H, W, heads, e).
         """
@@ -100,6 +124,9 @@ class WindowGroup(nn.Module):
             return v
         wt, wh, ww = self.window
         wt = 1 if T == 1 else wt
+        frames = frame_image is not None and self.temporal and T > 1
+        if frames and self.spans_clip and T > wt:  # a clip plus appended image frames: one window in time
+            wt = T
         if T % wt or H % wh or W % ww:
             raise ValueError(f"window {(wt, wh, ww)} does not tile the token grid {(T, H, W)}")
         n = wt * wh * ww
@@ -110,9 +137,27 @@ class WindowGroup(nn.Module):
 
         mask = None
         if self.rel_bias is not None:
-            bias = self.rel_bias[self.rel_index[:n, :n]]  # relative offsets of the window's first n tokens
-            mask = rearrange(bias, "i j g -> 1 g i j").to(q.dtype)
-        if is_image is not None and self.temporal and self.image_mask == "frame" and wt > 1:
+            if wt > self.window[0]:  # the window grew past the bias table (appended image frames)
+                index = self._index_cache.get(wt)
+                if index is None:
+                    index = relative_position_index((wt, wh, ww), self.window[0]).to(self.rel_index.device)
+                    self._index_cache[wt] = index
+            else:
+                index = self.rel_index[:n, :n]  # relative offsets of the window's first n tokens
+            mask = rearrange(self.rel_bias[index], "i j g -> 1 g i j").to(q.dtype)
+        token_image = None
+        if frames:  # per-frame flags, or'ed with the per-sample ones: (B * windows, n) per token
+            flags = frame_image if is_image is None else frame_image | is_image[:, None]
+            token_image = window_frame_flags(flags.to(q.device), (wt, wh, ww), (T, H, W))
+            video = ~token_image
+            if self.image_mask == "frame":  # images: keys of their own frame; video frames: video keys only
+                own = same_frame_mask((wt, wh, ww)).to(q.device)
+            else:  # identity (images' outputs are set to their values below): a row that is never empty
+                own = torch.eye(n, dtype=torch.bool, device=q.device)
+            allowed = ((video[:, :, None] & video[:, None, :]) | own)[:, None]  # (B * windows, 1, n, n)
+            mask = allowed if mask is None else mask.masked_fill(~allowed, float("-inf"))
+            is_image = None  # folded into the per-frame flags
+        elif is_image is not None and self.temporal and self.image_mask == "frame" and wt > 1:
             # image samples may not look across frames: (B, n, n) -> (B * windows, 1, n, n)
             allowed = self.image_allowed[:n, :n] | ~is_image.view(B, 1, 1)
             allowed = repeat(allowed, "b i j -> (b nwin) 1 i j", nwin=nwin)
@@ -129,6 +174,8 @@ class WindowGroup(nn.Module):
         )
         if identity and is_image is not None:
             out = torch.where(is_image.view(B, 1, 1, 1, 1, 1), v, out)
+        if identity and token_image is not None:
+            out = torch.where(flags.view(B, T, 1, 1, 1, 1), v, out)
         return out
 
 
@@ -142,6 +189,10 @@ class WindowAttention(nn.Module):
         condition tokens are not rotated, so with conditioning="tokens" their logits depend on the
         absolute frame).
     is_image (forward): (B,) bool marking samples whose frames are independent images.
+    frame_image (forward): (B, T) bool marking single frames that are independent images (appended
+        to a clip; None when there is none): they attend as images, video frames never read them, and
+        RoPE gives video frames their index among video frames, image frames 0.
+    spans_clip: per group, whether its window spans the model's whole clip (then also a longer input).
     cond (forward): (B, L, d) condition tokens whose keys / values every window also reads.
     """
 
@@ -155,6 +206,7 @@ class WindowAttention(nn.Module):
         rel_pos_bias: bool = True,
         image_mask: str = "identity",
         rope: bool = False,
+        spans_clip: Optional[Sequence[bool]] = None,
     ):
         super().__init__()
         windows = [tuple(windows)] if isinstance(windows[0], int) else [tuple(w) for w in windows]
@@ -169,8 +221,9 @@ class WindowAttention(nn.Module):
         self.q_norm = nn.LayerNorm(head_dim, eps=1e-6) if qk_norm else nn.Identity()
         self.k_norm = nn.LayerNorm(head_dim, eps=1e-6) if qk_norm else nn.Identity()
         self.rope = RotaryFrames(head_dim) if rope else None
+        spans_clip = [False] * len(windows) if spans_clip is None else list(spans_clip)
         self.groups = nn.ModuleList(
-            WindowGroup(group_heads, w, tm, rel_pos_bias, image_mask) for w, tm in zip(windows, temporal)
+            WindowGroup(group_heads, w, tm, rel_pos_bias, image_mask, sc) for w, tm, sc in zip(windows, temporal, spans_clip)
         )
 
     def extra_repr(self) -> str:
@@ -187,6 +240,7 @@ class WindowAttention(nn.Module):
         is_image: Optional[torch.Tensor] = None,
         cond: Optional[torch.Tensor] = None,
         frame_offset: int = 0,
+        frame_image: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
         """x: (B, T, H, W, d) -> (B, T, H, W, d); frame_offset shifts the RoPE frame indices."""
         T = x.shape[1]
@@ -194,7 +248,10 @@ class WindowAttention(nn.Module):
         frames = None
         if self.rope is not None:  # (B or 1, T) frame indices; images sit at frame 0 like their position embedding
             frames = torch.arange(T, device=x.device)[None] + frame_offset
-            if is_image is not None:
+            if frame_image is not None:
+                flags = frame_image if is_image is None else frame_image | is_image[:, None]
+                frames = video_frame_index(flags.to(x.device)) + frame_offset
+            elif is_image is not None:
                 frames = torch.where(is_image[:, None], torch.full_like(frames, frame_offset), frames)
         extra = None
         if cond is not None:
@@ -208,7 +265,7 @@ class WindowAttention(nn.Module):
             if frames is not None and group.temporal:
                 qg, kg = self.rope(qg, frames), self.rope(kg, frames)
             extra_g = None if extra is None else (extra[0][:, heads], extra[1][:, heads])
-            outs.append(group(qg, kg, v[..., heads, :], is_image, extra_g))
+            outs.append(group(qg, kg, v[..., heads, :], is_image, extra_g, frame_image))
         out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=-2)
         return self.proj(rearrange(out, "b t h w g e -> b t h w (g e)"))
 
@@ -225,9 +282,9 @@ class CrossAttention(nn.Module):
     """
 
     def __init__(self, dim: int, context_dim: int, num_heads: int, window: tuple[int, int, int],
-                 qk_norm: bool = True):
+                 qk_norm: bool = True, spans_clip: bool = False):
         super().__init__()
-        self.num_heads, self.window = num_heads, tuple(window)
+        self.num_heads, self.window, self.spans_clip = num_heads, tuple(window), spans_clip and window[0] > 1
         head_dim = dim // num_heads
         self.qkv = nn.Linear(dim, 3 * dim)
         self.kv = nn.Linear(context_dim, 2 * dim)
@@ -240,20 +297,31 @@ class CrossAttention(nn.Module):
         return f"heads={self.num_heads}, window={self.window}"
 
     def forward(self, x: torch.Tensor, context: Optional[torch.Tensor] = None,
-                context_mask: Optional[torch.Tensor] = None, is_image: Optional[torch.Tensor] = None) -> torch.Tensor:
+                context_mask: Optional[torch.Tensor] = None, is_image: Optional[torch.Tensor] = None,
+                frame_image: Optional[torch.Tensor] = None) -> torch.Tensor:
         """x: (B, T, H, W, d); context: (B, L, context_dim) or None (= the null text);
-        context_mask: (B, L) bool, True = keep (default all kept). Returns (B, T, H, W, d)."""
+        context_mask: (B, L) bool, True = keep (default all kept); frame_image: (B, T) bool image
+        frames (own frame's keys only; video frames do not read them). Returns (B, T, H, W, d)."""
         B, T, H, W, _ = x.shape
         wt, wh, ww = self.window
         wt = 1 if T == 1 else wt
+        if frame_image is not None and self.spans_clip and T > wt:  # a clip plus appended image frames
+            wt = T
         q, k, v = rearrange(self.qkv(x), "b t h w (three g e) -> three b t h w g e", three=3, g=self.num_heads)
         q, k = self.q_norm(q).to(v.dtype), self.k_norm(k).to(v.dtype)
         part = "b (nt wt) (nh wh) (nw ww) g e -> (b nt nh nw) g (wt wh ww) e"
         qw, kw, vw = (rearrange(z, part, wt=wt, wh=wh, ww=ww) for z in (q, k, v))  # (B * windows, g, n, e)
         nwin, n = qw.shape[0] // B, qw.shape[2]
-        needs_mask = context is not None or (is_image is not None and wt > 1)
+        frames = frame_image is not None and wt > 1
+        needs_mask = context is not None or (is_image is not None and wt > 1) or frames
         keep = torch.ones(B, n, n, dtype=torch.bool, device=x.device)  # (B, queries, self keys)
-        if is_image is not None and wt > 1:  # images of a video batch: keys of their own frame only
+        if frames:  # per window: (B * windows, n, n); image frames see their own frame, video frames video keys
+            flags = frame_image if is_image is None else frame_image | is_image[:, None]
+            video = ~window_frame_flags(flags.to(x.device), (wt, wh, ww), (T, H, W))
+            own = same_frame_mask((wt, wh, ww)).to(x.device)
+            keep = (video[:, :, None] & video[:, None, :]) | own
+            keep = rearrange(keep, "(b nwin) i j -> b nwin i j", b=B)
+        elif is_image is not None and wt > 1:  # images of a video batch: keys of their own frame only
             keep = self.same_frame[:n, :n] | ~is_image.view(B, 1, 1)
         if context is not None:
             ck, cv = rearrange(self.kv(context.to(x.dtype)), "b l (two g e) -> two b g l e", two=2, g=self.num_heads)
@@ -262,8 +330,16 @@ class CrossAttention(nn.Module):
             vw = torch.cat([vw, repeat(cv.to(v.dtype), "b g l e -> (b nwin) g l e", nwin=nwin)], dim=2)
             text_keep = (torch.ones(context.shape[:2], dtype=torch.bool, device=x.device) if context_mask is None
                          else context_mask.to(x.device, torch.bool))
-            keep = torch.cat([keep.expand(B, n, n), text_keep[:, None, :].expand(B, n, -1)], dim=2)
-        mask = repeat(keep.expand(B, n, -1), "b i j -> (b nwin) 1 i j", nwin=nwin) if needs_mask else None
+            if frames:
+                keep = torch.cat([keep, text_keep[:, None, None, :].expand(B, nwin, n, -1)], dim=3)
+            else:
+                keep = torch.cat([keep.expand(B, n, n), text_keep[:, None, :].expand(B, n, -1)], dim=2)
+        if not needs_mask:
+            mask = None
+        elif frames:
+            mask = rearrange(keep, "b nwin i j -> (b nwin) 1 i j")
+        else:
+            mask = repeat(keep.expand(B, n, -1), "b i j -> (b nwin) 1 i j", nwin=nwin)
         out = F.scaled_dot_product_attention(qw, kw, vw, attn_mask=mask)
         out = rearrange(out, "(b nt nh nw) g (wt wh ww) e -> b (nt wt) (nh wh) (nw ww) (g e)",
                         b=B, nt=T // wt, nh=H // wh, nw=W // ww, wt=wt, wh=wh, ww=ww)

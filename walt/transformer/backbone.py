@@ -25,6 +25,11 @@ class WALT(nn.Module):
       context, context_mask  clean latents (B, c, T, H, W) and (B, T) per-frame mask for frame
                  prediction; enter as concat(mask * context, mask) (zeros when omitted).
       is_image   (B,) bool: samples whose frames are independent images (no cross-frame mixing).
+      frame_is_image (B, T) bool: single frames that are independent images (Latte / LaVie images
+                 appended after a clip's frames; None when no frame is one): they pass every layer as
+                 an image alone would, the video frames never read them; T may then exceed the
+                 model's clip (cfg.input_size[0] video frames + the appended images; temporal windows
+                 that span the clip span them all). Needs temporal_patch_size 1.
       text, text_mask  (B, L, cross_attention_dim) token states and (B, L) keep-mask (None = null text).
       cond       (B, cond_channels, T, H, W) cascade conditioning concatenated on channels.
       aug_t      (B,) noise-augmentation level t_sr of `cond` (noise_cond; 0 when omitted).
@@ -140,16 +145,25 @@ class WALT(nn.Module):
         text_mask: Optional[torch.Tensor] = None,
         cond: Optional[torch.Tensor] = None,
         aug_t: Optional[torch.Tensor] = None,
+        frame_is_image: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
         B, C, T, H, W = x.shape
         gT, gH, gW = self.cfg.input_size
-        if C != self.cfg.in_channels or (H, W) != (gH, gW) or T not in (1, gT):
+        appended = frame_is_image is not None and T > gT
+        if C != self.cfg.in_channels or (H, W) != (gH, gW) or (T not in (1, gT) and not appended):
             raise ValueError(
                 f"input {tuple(x.shape)} does not match the model's latents (B, {self.cfg.in_channels}, "
                 f"{gT} or 1, {gH}, {gW})"
             )
         if T % self.cfg.temporal_patch_size:
             raise ValueError(f"{T}-frame input: images need temporal_patch_size 1 (got {self.cfg.temporal_patch_size})")
+        if frame_is_image is not None:
+            if self.cfg.temporal_patch_size != 1:
+                raise ValueError("image frames (frame_is_image) need temporal_patch_size 1 "
+                                 f"(got {self.cfg.temporal_patch_size})")
+            if tuple(frame_is_image.shape) != (B, T):
+                raise ValueError(f"frame_is_image must be (B, T) = {(B, T)}, got {tuple(frame_is_image.shape)}")
+            frame_is_image = frame_is_image.to(x.device, torch.bool)
         x = x.to(self.patch_embed.proj.weight.dtype)  # bf16-true weights; a no-op under autocast
         c = shared = tokens = None
         if self.cfg.conditioning == "adaln":
@@ -159,12 +173,13 @@ class WALT(nn.Module):
             tokens = self.condition_tokens(t, y, aug_t)
         h = self.patch_embed(self.assemble_input(x, self_cond, context, context_mask, cond))  # (B, T/s, H/p, W/p, d)
         cond = c  # from here on: SiLU(c + t), the AdaLN input (None with token conditioning)
-        h = self.pos_embed(h, is_image)
+        h = self.pos_embed(h, is_image, frame_is_image)
         for block in self.blocks:
             if self.cfg.grad_checkpointing and self.training and torch.is_grad_enabled():
-                h = checkpoint(block, h, cond, shared, is_image, text, text_mask, tokens, use_reentrant=False)
+                h = checkpoint(block, h, cond, shared, is_image, text, text_mask, tokens, frame_is_image,
+                               use_reentrant=False)
             else:
-                h = block(h, cond, shared, is_image, text, text_mask, tokens)
+                h = block(h, cond, shared, is_image, text, text_mask, tokens, frame_is_image)
         h = self.final(h, cond)  # (B, T/s, H/p, W/p, s*p*p*out_channels)
         return unpatchify(h, self.cfg.patch_size, self.cfg.out_channels, self.cfg.temporal_patch_size)
 

@@ -23,9 +23,11 @@ class Mlp(nn.Module):
 def _attention(parts: tuple, cfg: ModelConfig) -> WindowAttention:
     """One attention sub-layer: a head group per primitive kind in `parts`."""
     temporal = [p in TEMPORAL_KINDS for p in parts]
+    windows = [cfg.windows(p)[0] for p in parts]
     return WindowAttention(
-        cfg.hidden_size, cfg.num_heads, [cfg.windows(p)[0] for p in parts], temporal, qk_norm=cfg.qk_norm,
+        cfg.hidden_size, cfg.num_heads, windows, temporal, qk_norm=cfg.qk_norm,
         rel_pos_bias=cfg.rel_pos_bias, image_mask=cfg.image_st_mask, rope=cfg.temporal_pos == "rope" and any(temporal),
+        spans_clip=[w[0] == cfg.grid[0] for w in windows],
     )
 
 
@@ -55,8 +57,9 @@ class Block(nn.Module):
             self.attn_t = None
         if text:  # keys / values = concat[the block's own (first) window, text tokens]
             self.norm_cross = nn.LayerNorm(d, eps=1e-6)
-            self.cross_attn = CrossAttention(d, cfg.cross_attention_dim, cfg.num_heads, cfg.windows(kind)[0],
-                                             qk_norm=cfg.qk_norm)
+            window = cfg.windows(kind)[0]
+            self.cross_attn = CrossAttention(d, cfg.cross_attention_dim, cfg.num_heads, window,
+                                             qk_norm=cfg.qk_norm, spans_clip=window[0] == cfg.grid[0])
         else:
             self.cross_attn = None
         self.norm2 = nn.LayerNorm(d, elementwise_affine=affine, eps=1e-6)
@@ -76,21 +79,22 @@ class Block(nn.Module):
         text: Optional[torch.Tensor] = None,
         text_mask: Optional[torch.Tensor] = None,
         tokens: Optional[torch.Tensor] = None,
+        frame_image: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
         """x: (B, T, H, W, d); cond: SiLU(c + t) (B, d); shared: A1 (B, n d) for AdaLN-LoRA;
-        tokens: (B, L, d) condition tokens (conditioning="tokens")."""
+        tokens: (B, L, d) condition tokens (conditioning="tokens"); frame_image: (B, T) image frames."""
         if self.adaln is not None:
             mod = self.adaln(cond, shared).unbind(1)  # (B, d) each, MODULATION (+ EXTRA_MODULATION) order
             attn_mod = [(mod[0], mod[2], mod[4])] + ([(mod[6], mod[7], mod[8])] if self.attn_t is not None else [])
         for i, (norm, attn) in enumerate(zip((self.norm1, getattr(self, "norm_t", None)), self.attentions)):
             ctx = None if tokens is None else norm(tokens)
             if self.adaln is None:
-                x = x + attn(norm(x), is_image, ctx)
+                x = x + attn(norm(x), is_image, ctx, frame_image=frame_image)
             else:
                 gamma, beta, alpha = attn_mod[i]
-                x = x + gate(alpha, attn(modulate(norm(x), gamma, beta), is_image, ctx))
+                x = x + gate(alpha, attn(modulate(norm(x), gamma, beta), is_image, ctx, frame_image=frame_image))
         if self.cross_attn is not None:  # text None = the null text (the window's own keys only)
-            x = x + self.cross_attn(self.norm_cross(x), text, text_mask, is_image)
+            x = x + self.cross_attn(self.norm_cross(x), text, text_mask, is_image, frame_image)
         if self.adaln is None:
             return x + self.mlp(self.norm2(x))
         return x + gate(mod[5], self.mlp(modulate(self.norm2(x), mod[1], mod[3])))

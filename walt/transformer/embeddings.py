@@ -73,15 +73,29 @@ class SpaceTimePosEmbed(nn.Module):
         if not temporal:
             self.temporal = None
 
-    def forward(self, x: torch.Tensor, is_image: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """x: (B, T, H, W, d); is_image: (B,) bool, samples whose frames are independent images."""
+    def forward(self, x: torch.Tensor, is_image: Optional[torch.Tensor] = None,
+                frame_image: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """x: (B, T, H, W, d); is_image: (B,) bool, samples whose frames are independent images;
+        frame_image: (B, T) bool, image frames (appended to a clip: T may exceed the table); video
+        frames take the entry of their index among the video frames, image frames frame 0's."""
         x = x + self.spatial
         if self.temporal is None:
             return x
+        if frame_image is not None:
+            flags = frame_image if is_image is None else frame_image | is_image[:, None]
+            index = video_frame_index(flags).clamp_max(self.temporal.shape[1] - 1)  # (B, T)
+            return x + self.temporal[0, :, 0, 0][index][:, :, None, None]
         temporal = self.temporal[:, : x.shape[1]]  # (1, T, 1, 1, d)
         if is_image is not None:
             temporal = torch.where(is_image.view(-1, 1, 1, 1, 1), self.temporal[:, :1], temporal)
         return x + temporal
+
+
+def video_frame_index(frame_image: torch.Tensor) -> torch.Tensor:
+    """(B, T) bool image-frame flags -> (B, T) long: each video frame's index among the sample's video
+    frames, 0 for image frames (they sit at frame 0, like images alone). Tensor ops only."""
+    video = (~frame_image).long()
+    return ((video.cumsum(1) - 1).clamp_min(0) * video)
 
 
 def timestep_features(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
