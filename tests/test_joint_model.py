@@ -220,3 +220,17 @@ def test_tiny_joint_training_through_the_module(mode, synthetic_root, tmp_path, 
     else:
         assert any(flags.any() for _, flags, _ in seen)
         assert any(frames[1] is not None for _, _, frames in seen)  # image samples' padding masked
+
+
+def test_appended_frames_with_gradient_checkpointing_give_the_same_gradients(one_thread):
+    torch.manual_seed(5)
+    x, t, y = torch.randn(2, 3, 6, 4, 4), torch.tensor([3, 600]), torch.tensor([0, 2])
+    flags = (torch.arange(6) >= 4)[None].expand(2, -1)
+    grads = []
+    for ckpt in (False, True):
+        torch.manual_seed(6)
+        model = randomize(WALT(tiny(layout="s_plus_t", temporal_pos="rope", grad_checkpointing=ckpt))).train()
+        model(x, t, y, frame_is_image=flags).square().mean().backward()
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
+    torch.testing.assert_close(grads[1], grads[0])
+    assert grads[0].abs().sum() > 0
