@@ -202,3 +202,10 @@ def test_layouts_sweep_fills_every_named_cross_paper_row():
     assert sorted(rows.values()) == sorted(label for label in LAYOUT_ROWS if not label.startswith("spatial"))
     assert rows["variant=lavie"].startswith("LaVie") and rows["variant=latte_v4"].startswith("Latte V4")
     assert len({repr(m) for m in models.values()}) == 1  # same size, windows, conditioning in every row
+
+
+def test_joint_training_with_a_latent_cache_is_refused():
+    """A latent cache holds the videos only: joint training through it would silently train on videos alone."""
+    with pytest.raises(ValueError, match="data.latent_cache=null"):
+        RunConfig.load(["experiment=demo", "data.image_ratio=0.25"])
+    assert RunConfig.load(["experiment=demo", "data.image_ratio=0.25", "data.latent_cache=null"]).data.image_ratio == 0.25

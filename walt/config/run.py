@@ -190,6 +190,9 @@ class RunConfig:
                     f"data.synthetic.num_frames to {span} or lower data.num_frames / data.frame_stride")
         if data.dataset == Dataset.ucf101 and data.split not in (1, 2, 3):
             raise ValueError(f"data.split must be 1, 2 or 3 for UCF-101, got {data.split}")
+        if self.stage == "diffusion" and data.latent_cache and (data.image_ratio > 0 or data.append_images > 0):
+            raise ValueError("image-video joint training (data.image_ratio / data.append_images) encodes its clips and "
+                             "images on the fly: set data.latent_cache=null (a latent cache holds the videos only)")
         ae, frames = self.autoencoder, self.clip_frames
         if (frames - 1) % ae.temporal_factor or data.resolution % ae.spatial_factor:
             raise ValueError(
