@@ -4,7 +4,9 @@ Batches are dicts: 'latents' (B, c, T, H, W), already normalised (from a latent 
 'video' (B, C, T, H, W) in [-1, 1] encoded on the fly by the frozen first stage; plus 'label'
 (B,) ints when num_classes > 0, and optionally 'is_image' (B,) bool; text-conditioned models
 (cross_attention_dim) read 'caption' (B strings, encoded by the frozen text encoder) or pre-computed
-'text_states' (B, L, D) with 'text_mask' (B, L).
+'text_states' (B, L, D) with 'text_mask' (B, L). A batch may also fix the diffusion draws of its samples:
+'noise' (like the latents) and 't' (B,) timesteps (otherwise drawn at random): reproducible losses,
+and how the DDP test makes per-sample randomness independent of which rank holds the sample.
 The first stage is held outside the module's state: checkpoints hold only stage 2 (online + EMA).
 """
 from __future__ import annotations
@@ -60,6 +62,9 @@ class LatentDiffusionModule(L.LightningModule):
         self.schedule = self.diffusion_cfg.make_schedule()
         self.model = WALT(self.model_cfg)
         self.ema = EMA(self.model, self.optim_cfg.ema_decay)  # no dropout / BN: mode is irrelevant
+        if self.model_cfg.compile:  # in place: parameter names and checkpoints stay those of the eager model
+            self.model.compile()
+            self.ema.module.compile()
         self._first_stage = [first_stage.eval().requires_grad_(False)] if first_stage is not None else []
         if text_encoder is not None and self.model_cfg.cross_attention_dim != text_encoder.dim:
             raise ValueError(f"the text encoder {getattr(text_encoder, 'path', '')} gives states of width "
@@ -166,7 +171,7 @@ class LatentDiffusionModule(L.LightningModule):
             coin = p > 0  # evaluate the way we sample
         model_fn = lambda x, t, sc: net(x, t, self_cond=sc, **cond)  # noqa: E731
         return diffusion_loss(model_fn, self.schedule, x0, self.diffusion_cfg.prediction,
-                              self_condition=coin, generator=generator)
+                              self_condition=coin, t=batch.get("t"), noise=batch.get("noise"), generator=generator)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         loss = self._loss(self.model, batch, train=True)
@@ -201,12 +206,18 @@ class LatentDiffusionModule(L.LightningModule):
     def configure_optimizers(self):
         opt = plain(self.optim_cfg)
         decay, no_decay = [], []
-        for module in self.model.modules():
+        # The parameters of the module as the strategy wrapped it (DDP: the same tensors; FSDP: its sharded
+        # views, use_orig_params=True), as Lightning asks; the frozen EMA copy has requires_grad=False.
+        root = self.trainer.model if self._trainer is not None and self.trainer.model is not None else self
+        for module in root.modules():
             for name, p in module.named_parameters(recurse=False):
+                if not p.requires_grad:
+                    continue
                 # weight decay on linear weights only, not on norms, biases, embeddings, bias tables
                 (decay if isinstance(module, nn.Linear) and name == "weight" else no_decay).append(p)
         groups = [{"params": decay, "weight_decay": opt["weight_decay"]}, {"params": no_decay, "weight_decay": 0.0}]
-        optimizer = torch.optim.AdamW(groups, lr=opt["lr"], betas=tuple(opt["betas"]))
+        optimizer = torch.optim.AdamW(groups, lr=opt["lr"], betas=tuple(opt["betas"]),
+                                      **({"fused": True} if opt["fused"] else {}))
         max_steps = opt["max_steps"] or (self.trainer.max_steps if self.trainer.max_steps and self.trainer.max_steps > 0 else None)
         warmup = opt["warmup_steps"]
         if max_steps is not None and warmup >= max_steps:

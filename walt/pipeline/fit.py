@@ -34,6 +34,7 @@ from walt.config.run import RunConfig, differences
 from walt.modules.build import build_module
 from walt.modules.callbacks import RNGState, TrainClock
 from walt.modules.checkpointing import AtomicCheckpointIO, resume_checkpoint
+from walt.utils import launch_rank
 
 log = logging.getLogger(__name__)
 LOCK = ".run.lock"
@@ -150,6 +151,8 @@ def train_stage(run: RunConfig, build: Callable[[RunConfig], L.LightningModule] 
     extra_results: sections merged into results.json before evaluation (e.g. the first stage's metrics).
     """
     run_dir = run.run_dir
+    if launch_rank() != 0:
+        return follow(run, build)
     with run_lock(run_dir):
         stored = run_dir / runs.CONFIG
         if runs.is_complete(run_dir) and not run.force:
@@ -189,6 +192,23 @@ def train_stage(run: RunConfig, build: Callable[[RunConfig], L.LightningModule] 
         return runs.read_results(run_dir)
 
 
+def follow(run: RunConfig, build: Callable[[RunConfig], L.LightningModule] = build_module) -> dict:
+    """A non-zero rank of a multi-process run (Lightning's `ddp` launcher re-runs the command once per
+    extra device; Slurm / torchrun start every rank): the same module, data and resume point as rank 0,
+    joining its trainer.fit, but rank 0 alone holds the run directory's lock and writes config, results,
+    evaluation and the completion marker. Returns {} (the results are rank 0's)."""
+    run_dir = run.run_dir
+    if runs.is_complete(run_dir) and not run.force:
+        return {}
+    resume = resume_checkpoint(run_dir)
+    L.seed_everything(run.seed, workers=True)
+    module = build(run)
+    if run.ckpt_path and resume is None:
+        warm_start(module, run.ckpt_path)
+    fit(run, module, run.data.datamodule(seed=run.seed), resume)
+    return {}
+
+
 def warm_start(module: L.LightningModule, path: str) -> None:
     """ckpt_path=<file>: initialise the weights from another run's checkpoint (fresh optimizer, step 0)."""
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
@@ -226,8 +246,9 @@ def fit(run: RunConfig, module: L.LightningModule, datamodule: L.LightningDataMo
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume) if resume else None)
     except BaseException as err:
-        runs.write_json_atomic(run_dir / runs.FAILED, {"error": repr(err), "traceback": traceback.format_exc(),
-                                                       "global_step": trainer.global_step})
+        if trainer.is_global_zero:
+            runs.write_json_atomic(run_dir / runs.FAILED, {"error": repr(err), "traceback": traceback.format_exc(),
+                                                           "global_step": trainer.global_step})
         raise
     if trainer.interrupted:
         raise RuntimeError(f"training of {run_dir} was interrupted at step {trainer.global_step}; re-run to resume")
