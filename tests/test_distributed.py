@@ -144,9 +144,51 @@ def test_ranks_take_strided_shares_of_one_order():
         ResumableSampler(4, rank=2, num_replicas=2)
 
 
+@pytest.mark.parametrize("env,rank", [({}, 0), ({"LOCAL_RANK": "0", "NODE_RANK": "0"}, 0), ({"LOCAL_RANK": "1"}, 1),
+                                      ({"NODE_RANK": "1", "LOCAL_RANK": "0"}, 1), ({"SLURM_PROCID": "3"}, 3),
+                                      ({"RANK": "2", "SLURM_PROCID": "0"}, 2)])
+def test_launch_rank_reads_the_launchers_variables(monkeypatch, env, rank):
+    from walt.utils import launch_rank
+
+    for var in ("RANK", "SLURM_PROCID", "LOCAL_RANK", "NODE_RANK"):
+        monkeypatch.delenv(var, raising=False)
+    for var, value in env.items():
+        monkeypatch.setenv(var, value)
+    assert launch_rank() == rank
+
+
+def test_a_follower_rank_trains_but_leaves_the_run_directory_to_rank_0(tmp_path, synthetic_root, monkeypatch):
+    """walt-train on a non-zero rank (Lightning's ddp launcher re-runs the command per extra device): it joins
+    the fit but neither takes the run directory's lock nor writes config, results or the completion marker."""
+    from test_train import StandIn, make_run
+
+    from walt import runs
+    from walt.pipeline.fit import LOCK, train_stage
+
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    stand_in = StandIn()
+    assert train_stage(make_run(tmp_path, synthetic_root, 2), build=stand_in) == {}
+    run_dir = tmp_path / "run"
+    assert len(stand_in.made) == 1 and stand_in.made[0].global_step == 2  # it trained
+    for name in (runs.CONFIG, runs.RESULTS, runs.COMPLETED, LOCK):
+        assert not (run_dir / name).exists(), name
+
+
+def test_stage_1_under_ddp_finds_unused_parameters():
+    """`walt-train trainer=ddp` ran end to end on 2 CPU processes only once stage 1 (generator and
+    discriminator steps) had find_unused_parameters; stage 2 keeps plain ddp (every parameter gets a gradient)."""
+    from walt.pipeline.fit import trainer_spec
+
+    cpu_ddp = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.precision=32-true"]
+    assert trainer_spec(RunConfig.load(["stage=autoencoder", *cpu_ddp]))["strategy"] == "ddp_find_unused_parameters_true"
+    assert trainer_spec(RunConfig.load(["stage=diffusion", *cpu_ddp]))["strategy"] == "ddp"
+
+
 def test_lightning_fsdp_refuses_the_cpu_and_so_does_the_config():
     """What fails upstream (Lightning 2.6): FSDPStrategy with accelerator=cpu is refused at Trainer
-    construction. trainer=fsdp therefore names CUDA, and RunConfig refuses it on CPU before anything runs."""
+    construction. (Past that check, by a subclass, torch 2.14's FSDP fails too, on wrapping: "FSDP needs a
+    non-CPU accelerator device, but no accelerator device is detected".) trainer=fsdp therefore names CUDA,
+    and RunConfig refuses it on CPU before anything runs."""
     from walt.modules.distributed import fsdp_strategy
 
     with pytest.raises(ValueError, match="requires a GPU accelerator"):

@@ -149,3 +149,17 @@ def test_switches_compose_where_they_can_run():
                           "model.grad_checkpointing=true"])
     assert run.optim.fused and run.model.compile and run.model.sdpa_backend == "math"
     assert RunConfig.load(["trainer=gpu", "model.sdpa_backend=efficient"]).model.sdpa_backend == "efficient"
+
+
+def test_runs_stored_before_the_switches_existed_still_resume_and_reevaluate(tmp_path):
+    from walt import runs
+    from walt.pipeline.fit import check_resume
+
+    run = RunConfig.load([f"paths.run_dir={tmp_path}", "run_name=old"])
+    old = run.to_dict()
+    for section, key in (("model", "compile"), ("model", "sdpa_backend"), ("optim", "fused")):
+        del old[section][key]
+    runs.write_config(tmp_path, old, list(run.overrides))
+    assert RunConfig.stored(tmp_path).model == run.model  # re-evaluation
+    check_resume(run, tmp_path / runs.CONFIG)  # resume: no "absent -> False" difference
+    check_resume(run.with_overrides("model.compile=true", "optim.fused=true"), tmp_path / runs.CONFIG)

@@ -31,7 +31,9 @@ STAGES = ("autoencoder", "diffusion")
 # Environment variable that lets bf16 precision run on a CPU without native bf16 (slow; for numerics checks).
 ALLOW_CPU_BF16 = "WALT_ALLOW_CPU_BF16"
 CUDA_ONLY_SDPA = ("efficient", "cudnn")
-REEVALUATION_SECTIONS = ("eval", "trainer", "logger", "callbacks", "paths", "force", "tags", "notes")
+# Efficiency switches: they change speed and memory, not the numbers (runs stored before they existed lack them).
+EFFICIENCY_KEYS = ("model.compile", "model.sdpa_backend", "model.grad_checkpointing", "optim.fused")
+REEVALUATION_SECTIONS = ("eval", "trainer", "logger", "callbacks", "paths", "force", "tags", "notes", *EFFICIENCY_KEYS)
 
 
 def compose(overrides: Sequence[str] = ()) -> DictConfig:
@@ -225,8 +227,8 @@ class RunConfig:
         if self.strategy_name.startswith("fsdp") and cpu:
             raise ValueError(
                 "trainer=fsdp needs CUDA GPUs: Lightning's FSDPStrategy refuses the CPU accelerator ('The strategy "
-                "`fsdp` requires a GPU accelerator'). On CPUs use trainer=cpu (one process) or trainer=ddp "
-                "trainer.accelerator=cpu (gloo)")
+                "`fsdp` requires a GPU accelerator'), and so does torch's FSDP ('FSDP needs a non-CPU accelerator "
+                "device'). On CPUs use trainer=cpu (one process) or trainer=ddp trainer.accelerator=cpu (gloo)")
         if (cpu and precision.startswith("bf16") and not cpu_has_native_bf16()
                 and os.environ.get(ALLOW_CPU_BF16, "") not in ("1", "true", "yes")):
             raise ValueError(

@@ -16,6 +16,7 @@ from typing import Any, Optional, Sequence, Union
 
 import lightning as L
 import torch
+from lightning.pytorch.strategies import FSDPStrategy
 from torch import nn
 
 from walt.config.schema import OptimConfig
@@ -201,6 +202,12 @@ class LatentDiffusionModule(L.LightningModule):
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
         step, every = self.trainer.global_step, self.optim_cfg.sample_every_n_steps
         if every and step % every == 0 and self.first_stage is not None and self.trainer.is_global_zero:
+            if isinstance(self.trainer.strategy, FSDPStrategy):
+                # the EMA copy is sharded: rank 0 alone cannot sample from it (it would wait for the others)
+                if step == every:
+                    log.warning("optim.sample_every_n_steps: no sample videos during training under FSDP "
+                                "(sharded weights); walt-eval / eval.after_train sample from the gathered weights")
+                return
             self.log_samples(step)
 
     def configure_optimizers(self):
