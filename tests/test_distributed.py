@@ -142,6 +142,11 @@ def test_ranks_take_strided_shares_of_one_order():
     assert sorted(sum(ranks, [])) == sorted(one[:9]) and ranks[1] == one[1:9:3]
     with pytest.raises(ValueError, match="rank 2 is not in"):
         ResumableSampler(4, rank=2, num_replicas=2)
+    # a resumed rank continues its own share where it stopped (the DataModule skips the rank's done items)
+    whole = list(ResumableSampler(10, seed=3, rank=1, num_replicas=2))
+    resumed = ResumableSampler(10, seed=3, rank=1, num_replicas=2)
+    resumed.resume_at(0, 2)
+    assert list(resumed) == whole[2:] and list(resumed) == whole  # the skip applies once
 
 
 @pytest.mark.parametrize("env,rank", [({}, 0), ({"LOCAL_RANK": "0", "NODE_RANK": "0"}, 0), ({"LOCAL_RANK": "1"}, 1),
