@@ -69,6 +69,8 @@ class Probe(L.Callback):
         flat = torch.cat([t.detach().flatten().float() for t in pl_module.state_dict().values()])
         gathered = trainer.strategy.all_gather(flat).reshape(trainer.world_size, -1)
         trainer.callback_metrics["probe/rank_diff"] = (gathered - gathered[0]).abs().max()
+        draws = trainer.strategy.all_gather(torch.rand(8)).reshape(trainer.world_size, -1)  # the diffusion RNG
+        trainer.callback_metrics["probe/rng_same"] = (draws == draws[0]).all(dim=1).float().sum()
         trainer.callback_metrics["probe/world"] = torch.tensor(float(trainer.world_size))
         trainer.callback_metrics["probe/steps"] = torch.tensor(float(trainer.global_step))
 
@@ -110,6 +112,7 @@ def compare(out_dir):
     return {
         "world": float(metrics["probe/world"]), "steps": float(metrics["probe/steps"]),
         "rank_diff": float(metrics["probe/rank_diff"]), "same_keys": a.keys() == b.keys(),
+        "rng_same": float(metrics["probe/rng_same"]),
         "ema_keys": sum(k.startswith("ema.") for k in a),
         "diff": max((a[k].float() - b[k].float()).abs().max().item() for k in a),
         "moved": max((a[k].float() - v.float()).abs().max().item() for k, v in init.items() if k.startswith("model.")),
@@ -128,6 +131,7 @@ def test_two_process_ddp_matches_one_process_on_the_same_global_batch(tmp_path):
           f"{r['moved']:.3g}); single {r['single_s']:.1f} s, {DDP_STRATEGY} {r['ddp_s']:.1f} s")
     assert r["world"] == WORLD and r["steps"] == STEPS and r["ema_updates"] == [STEPS, STEPS]
     assert r["rank_diff"] == 0.0  # the ranks hold identical weights, EMA included
+    assert r["rng_same"] == 1.0  # but draw their own noise: only rank 0 itself matches rank 0's draws
     assert r["same_keys"] and r["ema_keys"] > 0
     assert r["moved"] > 1e-3  # training changed the weights, so agreeing is not trivial
     assert r["diff"] <= WEIGHT_TOLERANCE

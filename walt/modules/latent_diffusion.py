@@ -193,11 +193,17 @@ class LatentDiffusionModule(L.LightningModule):
         self.ema.update(self.model)  # before any callback checkpoints this step
 
     def on_train_start(self) -> None:
-        """A resumed run trains with this config's learning rate (its schedule's lambdas are new already)."""
+        """A resumed run trains with this config's learning rate (its schedule's lambdas are new already).
+        Under DDP, every rank gets its own random stream for the diffusion draws."""
         scheduler = self.lr_schedulers()
         for old, new in set_base_lrs(scheduler, [self.optim_cfg.lr] * len(scheduler.base_lrs)):
             if old != new:
                 log.info("resume: optim.lr %g -> %g applied from step %d", old, new, self.global_step)
+        if self.trainer.world_size > 1:
+            # every rank starts from the same state (seed_everything, or rank 0's state restored from the
+            # checkpoint), so each would draw the same timesteps, noise and coins for its batch positions: one
+            # shared draw + the rank seeds each rank's stream (deterministic, also on resume)
+            torch.manual_seed(int(torch.randint(0, 2**62, (1,)).item()) + self.trainer.global_rank)
 
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
         step, every = self.trainer.global_step, self.optim_cfg.sample_every_n_steps
