@@ -83,3 +83,35 @@ def from_dict(cls, values: Any, where: str):
     check_keys(cls, values, where)
     check_types(cls, values, where)
     return cls(**values)
+
+
+CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def cpu_has_native_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """Whether this CPU computes in bf16 natively (x86 flags avx512_bf16 or amx_bf16 in /proc/cpuinfo).
+
+    Without them torch emulates bf16 matmuls and convolutions: a bf16-autocast training step of the
+    transformer was 27x slower than fp32 on a 2-core AMD EPYC without avx512_bf16 (49 s vs 1.8 s).
+    False where the file is missing (not Linux, or not x86: no claim is made there)."""
+    try:
+        with open(cpuinfo) as f:
+            flags = {w for line in f if line.startswith("flags") for w in line.split(":", 1)[1].split()}
+    except OSError:
+        return False
+    return any(flag in flags for flag in CPU_BF16_FLAGS)
+
+
+def launch_rank() -> int:
+    """This process's global rank as its launcher set it, before any Trainer or process group exists:
+    torchrun's RANK, Slurm's SLURM_PROCID (srun / submitit with tasks_per_node > 1), or Lightning's
+    LOCAL_RANK / NODE_RANK of the processes its `ddp` launcher starts (the first process has none of them
+    set until it launches the others; then LOCAL_RANK + NODE_RANK, zero only on the first process).
+    0 = the process that owns the run directory; any other value = a process that follows it."""
+    import os
+
+    for var in ("RANK", "SLURM_PROCID"):
+        if os.environ.get(var, "").isdigit():
+            return int(os.environ[var])
+    local, node = os.environ.get("LOCAL_RANK", "0"), os.environ.get("NODE_RANK", "0")
+    return int(local) + int(node) if local.isdigit() and node.isdigit() else 0

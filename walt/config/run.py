@@ -31,7 +31,12 @@ STAGES = ("autoencoder", "diffusion", "super_resolution", "interpolation")
 CASCADE_STAGES = ("super_resolution", "interpolation")
 # Sections a finished run may be re-evaluated with differently; any other difference means the config
 # tree no longer composes to what the run trained with.
-REEVALUATION_SECTIONS = ("eval", "trainer", "logger", "callbacks", "paths", "force", "tags", "notes")
+# Environment variable that lets bf16 precision run on a CPU without native bf16 (slow; for numerics checks).
+ALLOW_CPU_BF16 = "WALT_ALLOW_CPU_BF16"
+CUDA_ONLY_SDPA = ("efficient", "cudnn")
+# Efficiency switches: they change speed and memory, not the numbers (runs stored before they existed lack them).
+EFFICIENCY_KEYS = ("model.compile", "model.sdpa_backend", "model.grad_checkpointing", "optim.fused")
+REEVALUATION_SECTIONS = ("eval", "trainer", "logger", "callbacks", "paths", "force", "tags", "notes", *EFFICIENCY_KEYS)
 
 
 def compose(overrides: Sequence[str] = ()) -> DictConfig:
@@ -176,6 +181,7 @@ class RunConfig:
             raise ValueError(f"stage={self.stage!r} is not one of {STAGES}")
         if str(self.trainer.get("precision")) not in PRECISIONS:
             raise ValueError(f"trainer.precision={self.trainer.get('precision')!r} is not one of {PRECISIONS}")
+        self.check_efficiency()
         data = self.data
         if data.num_frames < 1 or data.frame_stride < 1:
             raise ValueError("data.num_frames and data.frame_stride must be >= 1")
@@ -221,6 +227,52 @@ class RunConfig:
         if self.eval.after_train:
             raise ValueError(f"eval.after_train: the video metrics are defined for stage=diffusion; the cascade is "
                              f"measured end to end (walt.pipeline.cascade). Set eval.after_train=false for stage={self.stage}")
+
+    @property
+    def on_cpu(self) -> bool:
+        """Whether the trainer runs on the CPU (accelerator=cpu, or auto on a machine without CUDA)."""
+        accelerator = str(self.trainer.get("accelerator", "auto"))
+        if accelerator == "auto":
+            import torch
+
+            return not torch.cuda.is_available()
+        return accelerator == "cpu"
+
+    @property
+    def strategy_name(self) -> str:
+        """trainer.strategy as a name: a string, or the _target_ of a strategy spec ('fsdp' for walt's FSDP one)."""
+        strategy = self.trainer.get("strategy", "auto")
+        if isinstance(strategy, dict):
+            target = str(strategy.get("_target_", ""))
+            return "fsdp" if "fsdp" in target.lower() else target
+        return str(strategy)
+
+    def check_efficiency(self) -> None:
+        """The efficiency switches (precision, fused AdamW, compile, SDPA backend, strategy) against the
+        machine they would run on: refused before anything is built where they cannot work or are a trap."""
+        from walt.utils import CPU_BF16_FLAGS, cpu_has_native_bf16
+
+        precision, cpu = str(self.trainer.get("precision")), self.on_cpu
+        if self.strategy_name.startswith("fsdp") and cpu:
+            raise ValueError(
+                "trainer=fsdp needs CUDA GPUs: Lightning's FSDPStrategy refuses the CPU accelerator ('The strategy "
+                "`fsdp` requires a GPU accelerator'), and so does torch's FSDP ('FSDP needs a non-CPU accelerator "
+                "device'). On CPUs use trainer=cpu (one process) or trainer=ddp trainer.accelerator=cpu (gloo)")
+        if (cpu and precision.startswith("bf16") and not cpu_has_native_bf16()
+                and os.environ.get(ALLOW_CPU_BF16, "") not in ("1", "true", "yes")):
+            raise ValueError(
+                f"trainer.precision={precision} on a CPU without native bf16 (no {' / '.join(CPU_BF16_FLAGS)} in "
+                f"/proc/cpuinfo): torch emulates it, a bf16-autocast step of the transformer was 27x slower than "
+                f"fp32 on such a CPU. Use trainer.precision=32-true on this machine (bf16 is for GPUs: trainer=gpu), "
+                f"or set {ALLOW_CPU_BF16}=1 to run it anyway (e.g. to check bf16 numerics)")
+        if (self.optim.fused and precision == "16-mixed" and self.trainer.get("gradient_clip_val")):
+            raise ValueError(
+                "optim.fused=true with trainer.precision=16-mixed and trainer.gradient_clip_val: the fused AdamW "
+                "unscales fp16 gradients inside its step, so Lightning cannot clip them first. Use bf16-mixed, "
+                "optim.fused=false, or no clipping")
+        if cpu and self.model.sdpa_backend in CUDA_ONLY_SDPA:
+            raise ValueError(
+                f"model.sdpa_backend={self.model.sdpa_backend} is a CUDA kernel; on the CPU use auto, flash or math")
 
     def metric_frames(self) -> int:
         """Frames fed to the metrics' extractor (eval.num_frames_metric, else the whole clip)."""

@@ -121,7 +121,7 @@ class TrainerConfig:
     accelerator: str = "auto"
     devices: Any = "auto"
     num_nodes: int = 1
-    strategy: str = "auto"
+    strategy: Any = "auto"  # a name (auto, ddp, ddp_spawn, ...) or a _target_ spec (trainer=fsdp)
     precision: str = "32-true"
     max_steps: int = -1
     max_epochs: Optional[int] = None
@@ -152,6 +152,9 @@ class OptimConfig:
     ema_decay: EMA of the weights, warmed up as min(ema_decay, (1 + n) / (10 + n)) after n updates.
     sample_every_n_steps: decoded EMA samples to TensorBoard every N steps (0 = never).
     num_log_samples: videos per sample log.
+    fused: AdamW's fused kernel (one kernel for all parameters; torch has it for CUDA and CPU tensors) instead
+        of the default multi-tensor (foreach) one. Same update up to float round-off. Refused with
+        trainer.precision=16-mixed plus gradient clipping (Lightning cannot unscale before a fused step).
     """
 
     lr: float = 5e-4
@@ -163,6 +166,7 @@ class OptimConfig:
     ema_decay: float = 0.9999
     sample_every_n_steps: int = 0
     num_log_samples: int = 4
+    fused: bool = False
 
 
 @dataclass

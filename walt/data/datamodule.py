@@ -231,11 +231,15 @@ class VideoDataModule(L.LightningDataModule):
         """Batches of `dataset`; the order (shuffled per epoch by seed and epoch) and the workers' seeds never
         draw from the global RNG, and a resumed fit continues the interrupted epoch (walt.data.sampling)."""
         generator = torch.Generator()
-        sampler = ResumableSampler(len(dataset), self.seed, shuffle=shuffle, generator=generator)
+        # under DDP / FSDP every rank reads its share of the same order (the ranks' batches of a step = one
+        # batch of world_size x batch_size)
+        rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer is not None else (0, 1)
+        sampler = ResumableSampler(len(dataset), self.seed, shuffle=shuffle, generator=generator, rank=rank,
+                                   num_replicas=world)
         trainer = self.trainer if shuffle else None
         if trainer is not None and trainer.global_step > 0:  # restored from a checkpoint: continue its epoch
             batches = trainer.global_step * trainer.accumulate_grad_batches
-            epoch, done = divmod(batches, len(dataset) // self.batch_size)
+            epoch, done = divmod(batches, len(sampler) // self.batch_size)
             sampler.resume_at(epoch, done * self.batch_size)
         return DataLoader(
             dataset,

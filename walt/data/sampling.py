@@ -6,27 +6,36 @@ draws its order (and each DataLoader iterator its worker seed) from the global R
 would see different batches than the uninterrupted one. Here the sampler and the loader's generator are
 seeded from (seed, epoch), and `resume_at` (set by the DataModule from the restored trainer state) skips
 the batches already trained on while the loader keeps its full length, as Lightning's progress
-counters expect.
+counters expect. Under DDP every rank takes its strided share of the same order (no second shuffle).
 """
 from __future__ import annotations
 
 import torch
-from torch.utils.data import Sampler
+from torch.utils.data import DistributedSampler
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
     return (int(seed) & 0xFFFFFFFF) * 1_000_003 + int(epoch)
 
 
-class ResumableSampler(Sampler[int]):
+class ResumableSampler(DistributedSampler):
     """Indices 0..n-1, shuffled per epoch by (seed, epoch) (or in order), skipping `skip` at the resume epoch.
 
     generator: a torch.Generator re-seeded at every epoch: pass the same one to the DataLoader, so the
     iterator's worker seed is a function of (seed, epoch) too and never touches the global RNG.
+    rank, num_replicas: this process's share under DDP / FSDP: the epoch's order (the same on every rank)
+    cut to a multiple of num_replicas and strided, order[rank::num_replicas], so the ranks' batches of one
+    step together are the batch one process would draw with num_replicas times the batch size. It is a
+    DistributedSampler (without its own shuffling), so Lightning keeps it instead of wrapping it in one
+    that would reshuffle.
     """
 
-    def __init__(self, n: int, seed: int = 0, shuffle: bool = True, generator: torch.Generator | None = None):
+    def __init__(self, n: int, seed: int = 0, shuffle: bool = True, generator: torch.Generator | None = None,
+                 rank: int = 0, num_replicas: int = 1):
+        if not 0 <= rank < num_replicas:
+            raise ValueError(f"rank {rank} is not in [0, num_replicas={num_replicas})")
         self.n, self.seed, self.shuffle = n, seed, shuffle
+        self.rank, self.num_replicas = int(rank), int(num_replicas)
         self.generator = generator if generator is not None else torch.Generator()
         self.epoch, self._resume = 0, None
         self.set_epoch(0)
@@ -42,11 +51,14 @@ class ResumableSampler(Sampler[int]):
         self.set_epoch(epoch)
 
     def __len__(self) -> int:
-        return self.n  # the full epoch: Lightning counts the resumed batches as done already
+        # the full epoch (this rank's share): Lightning counts the resumed batches as done already
+        return self.n // self.num_replicas
 
     def __iter__(self):
         order = torch.randperm(self.n, generator=torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))) \
             if self.shuffle else torch.arange(self.n)
+        if self.num_replicas > 1:
+            order = order[: len(self) * self.num_replicas][self.rank::self.num_replicas]
         skip = 0
         if self._resume is not None and self._resume[0] == self.epoch:
             skip, self._resume = self._resume[1], None

@@ -6,7 +6,9 @@ Batches are dicts: 'latents' (B, c, T, H, W), already normalised (from a latent 
 (image-video joint training, walt.data.joint: image frames are encoded one by one, appended images
 reach the transformer as image frames, padding latent frames of image samples carry no loss); text-conditioned models
 (cross_attention_dim) read 'caption' (B strings, encoded by the frozen text encoder) or pre-computed
-'text_states' (B, L, D) with 'text_mask' (B, L).
+'text_states' (B, L, D) with 'text_mask' (B, L). A batch may also fix the diffusion draws of its samples:
+'noise' (like the latents) and 't' (B,) timesteps (otherwise drawn at random): reproducible losses,
+and how the DDP test makes per-sample randomness independent of which rank holds the sample.
 The first stage is held outside the module's state: checkpoints hold only stage 2 (online + EMA).
 """
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any, Optional, Sequence, Union
 import lightning as L
 import torch
 from einops import rearrange
+from lightning.pytorch.strategies import FSDPStrategy
 from torch import nn
 
 from walt.config.schema import OptimConfig
@@ -63,6 +66,9 @@ class LatentDiffusionModule(L.LightningModule):
         self.schedule = self.diffusion_cfg.make_schedule()
         self.model = WALT(self.model_cfg)
         self.ema = EMA(self.model, self.optim_cfg.ema_decay)  # no dropout / BN: mode is irrelevant
+        if self.model_cfg.compile:  # in place: parameter names and checkpoints stay those of the eager model
+            self.model.compile()
+            self.ema.module.compile()
         self._first_stage = [first_stage.eval().requires_grad_(False)] if first_stage is not None else []
         if text_encoder is not None and self.model_cfg.cross_attention_dim != text_encoder.dim:
             raise ValueError(f"the text encoder {getattr(text_encoder, 'path', '')} gives states of width "
@@ -236,7 +242,8 @@ class LatentDiffusionModule(L.LightningModule):
             coin = p > 0  # evaluate the way we sample
         model_fn = lambda x, t, sc: net(x, t, self_cond=sc, **cond)  # noqa: E731
         return diffusion_loss(model_fn, self.schedule, x0, self.diffusion_cfg.prediction,
-                              self_condition=coin, generator=generator, weight=weight)
+                              self_condition=coin, t=batch.get("t"), noise=batch.get("noise"), generator=generator,
+                              weight=weight)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         loss = self._loss(self.model, batch, train=True)
@@ -257,26 +264,44 @@ class LatentDiffusionModule(L.LightningModule):
         self.ema.update(self.model)  # before any callback checkpoints this step
 
     def on_train_start(self) -> None:
-        """A resumed run trains with this config's learning rate (its schedule's lambdas are new already)."""
+        """A resumed run trains with this config's learning rate (its schedule's lambdas are new already).
+        Under DDP, every rank gets its own random stream for the diffusion draws."""
         scheduler = self.lr_schedulers()
         for old, new in set_base_lrs(scheduler, [self.optim_cfg.lr] * len(scheduler.base_lrs)):
             if old != new:
                 log.info("resume: optim.lr %g -> %g applied from step %d", old, new, self.global_step)
+        if self.trainer.world_size > 1:
+            # every rank starts from the same state (seed_everything, or rank 0's state restored from the
+            # checkpoint), so each would draw the same timesteps, noise and coins for its batch positions: one
+            # shared draw + the rank seeds each rank's stream (deterministic, also on resume)
+            torch.manual_seed(int(torch.randint(0, 2**62, (1,)).item()) + self.trainer.global_rank)
 
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
         step, every = self.trainer.global_step, self.optim_cfg.sample_every_n_steps
         if every and step % every == 0 and self.first_stage is not None and self.trainer.is_global_zero:
+            if isinstance(self.trainer.strategy, FSDPStrategy):
+                # the EMA copy is sharded: rank 0 alone cannot sample from it (it would wait for the others)
+                if step == every:
+                    log.warning("optim.sample_every_n_steps: no sample videos during training under FSDP "
+                                "(sharded weights); walt-eval / eval.after_train sample from the gathered weights")
+                return
             self.log_samples(step, batch)
 
     def configure_optimizers(self):
         opt = plain(self.optim_cfg)
         decay, no_decay = [], []
-        for module in self.model.modules():
+        # The parameters of the module as the strategy wrapped it (DDP: the same tensors; FSDP: its sharded
+        # views, use_orig_params=True), as Lightning asks; the frozen EMA copy has requires_grad=False.
+        root = self.trainer.model if self._trainer is not None and self.trainer.model is not None else self
+        for module in root.modules():
             for name, p in module.named_parameters(recurse=False):
+                if not p.requires_grad:
+                    continue
                 # weight decay on linear weights only, not on norms, biases, embeddings, bias tables
                 (decay if isinstance(module, nn.Linear) and name == "weight" else no_decay).append(p)
         groups = [{"params": decay, "weight_decay": opt["weight_decay"]}, {"params": no_decay, "weight_decay": 0.0}]
-        optimizer = torch.optim.AdamW(groups, lr=opt["lr"], betas=tuple(opt["betas"]))
+        optimizer = torch.optim.AdamW(groups, lr=opt["lr"], betas=tuple(opt["betas"]),
+                                      **({"fused": True} if opt["fused"] else {}))
         max_steps = opt["max_steps"] or (self.trainer.max_steps if self.trainer.max_steps and self.trainer.max_steps > 0 else None)
         warmup = opt["warmup_steps"]
         if max_steps is not None and warmup >= max_steps:

@@ -19,6 +19,7 @@ from walt import runs
 from walt.config.run import RunConfig, quote
 from walt.config.schema import AUTO
 from walt.pipeline.fit import train_stage
+from walt.utils import launch_rank
 
 log = logging.getLogger(__name__)
 _DATA_KEYS = ("dataset", "root", "split", "train_dir", "num_frames", "frame_stride", "resolution",
@@ -56,6 +57,10 @@ def resolve(run: RunConfig) -> str | None:
         return ckpt
     run_dir = autoencoder_dir(run)
     run_dir.mkdir(parents=True, exist_ok=True)
+    if launch_rank() != 0:  # a non-zero DDP rank joins rank 0's training of it (which holds the lock)
+        if not runs.is_complete(run_dir):
+            train_stage(autoencoder_run(run))
+        return str(run_dir / runs.LAST_CKPT)
     with FileLock(str(run_dir / ".lock"), timeout=LOCK_TIMEOUT_S):  # a concurrent job trains it; the others wait
         if not runs.is_complete(run_dir):
             log.info("no finished autoencoder for this config; training one in %s", run_dir)
@@ -81,6 +86,9 @@ def encode_latents(run: RunConfig, ckpt: str) -> Path:
     root = latent_cache_dir(run, ckpt)
     if all(is_complete(root / split) for split in ("train", "val")):
         return root
+    if launch_rank() != 0:  # rank 0 encodes it (no process group exists here); the other ranks wait
+        return wait_for(lambda: all(is_complete(root / split) for split in ("train", "val")), root,
+                        f"the latent cache {root} (rank 0 encodes it)")
     dm = run.data.datamodule(latent_cache=None, temporal_sampling="center", crop="center")
     dm.prepare_data()
     dm.setup("fit")
@@ -88,6 +96,18 @@ def encode_latents(run: RunConfig, ckpt: str) -> Path:
     for split, dataset in (("train", dm.train_set), ("val", dm.val_set)):
         encode_dataset(module, dm.loader(dataset, shuffle=False), root / split)
     return root
+
+
+def wait_for(done, value, what: str, timeout_s: float = LOCK_TIMEOUT_S, poll_s: float = 2.0):
+    """`value` once done() holds; TimeoutError naming `what` after timeout_s."""
+    import time
+
+    start = time.monotonic()
+    while not done():
+        if time.monotonic() - start > timeout_s:
+            raise TimeoutError(f"waited {timeout_s:.0f} s for {what}")
+        time.sleep(poll_s)
+    return value
 
 
 def prepare(run: RunConfig) -> RunConfig:

@@ -30,10 +30,11 @@ from lightning.pytorch.plugins.environments import SLURMEnvironment
 from omegaconf import OmegaConf
 
 from walt import runs
-from walt.config.run import RunConfig, differences
+from walt.config.run import EFFICIENCY_KEYS, RunConfig, differences
 from walt.modules.build import build_module
 from walt.modules.callbacks import RNGState, TrainClock
 from walt.modules.checkpointing import AtomicCheckpointIO, resume_checkpoint
+from walt.utils import launch_rank
 
 log = logging.getLogger(__name__)
 LOCK = ".run.lock"
@@ -44,7 +45,7 @@ SAFE_ON_RESUME = (
     "optim.max_steps", "optim.min_lr_ratio", "optim.sample_every_n_steps", "optim.num_log_samples",
     "autoencoder.optim.lr", "autoencoder.optim.disc_lr", "autoencoder.optim.warmup_steps", "autoencoder.log_videos",
     "data.num_workers", "data.pin_memory", "data.persistent_workers", "eval", "callbacks", "logger", "paths",
-    "force", "tags", "notes", "ckpt_path", "run_name",
+    "force", "tags", "notes", "ckpt_path", "run_name", *EFFICIENCY_KEYS,
 )
 
 
@@ -150,6 +151,8 @@ def train_stage(run: RunConfig, build: Callable[[RunConfig], L.LightningModule] 
     extra_results: sections merged into results.json before evaluation (e.g. the first stage's metrics).
     """
     run_dir = run.run_dir
+    if launch_rank() != 0:
+        return follow(run, build)
     with run_lock(run_dir):
         stored = run_dir / runs.CONFIG
         if runs.is_complete(run_dir) and not run.force:
@@ -176,6 +179,7 @@ def train_stage(run: RunConfig, build: Callable[[RunConfig], L.LightningModule] 
         # a resume at max_steps (an interrupted evaluation) trains nothing; steps/s and wall time come from the
         # training clock saved in the checkpoints, so they stay those of the training sessions
         trainer, results = fit(run, module, run.data.datamodule(seed=run.seed), resume)
+        module = whole_module(run, module, trainer, build)
         runs.update_results(run_dir, stage=run.stage, tags=list(run.tags), notes=run.notes,
                             overrides=list(run.overrides), **results)
         if extra_results:
@@ -189,6 +193,48 @@ def train_stage(run: RunConfig, build: Callable[[RunConfig], L.LightningModule] 
         return runs.read_results(run_dir)
 
 
+def follow(run: RunConfig, build: Callable[[RunConfig], L.LightningModule] = build_module) -> dict:
+    """A non-zero rank of a multi-process run (Lightning's `ddp` launcher re-runs the command once per
+    extra device; Slurm / torchrun start every rank): the same module, data and resume point as rank 0,
+    joining its trainer.fit, but rank 0 alone holds the run directory's lock and writes config, results,
+    evaluation and the completion marker. Returns {} (the results are rank 0's)."""
+    run_dir = run.run_dir
+    if runs.is_complete(run_dir) and not run.force:
+        return {}
+    resume = resume_checkpoint(run_dir)
+    L.seed_everything(run.seed, workers=True)
+    module = build(run)
+    if run.ckpt_path and resume is None:
+        warm_start(module, run.ckpt_path)
+    trainer, _ = fit(run, module, run.data.datamodule(seed=run.seed), resume)
+    whole_module(run, module, trainer, build)  # a collective under FSDP: every rank takes part
+    return {}
+
+
+def whole_module(run: RunConfig, module: L.LightningModule, trainer: L.Trainer,
+                 build: Callable[[RunConfig], L.LightningModule] = build_module) -> Optional[L.LightningModule]:
+    """The trained module as one process can use it for evaluation (rank 0 evaluates alone).
+
+    DDP leaves every rank a whole module: returned as is. FSDP leaves shards (the EMA copy too), which rank 0
+    alone cannot run: when the run evaluates after training, every rank joins gathering the full weights and
+    rank 0 gets a fresh module holding them (None on the other ranks)."""
+    from lightning.pytorch.strategies import FSDPStrategy
+
+    if not isinstance(trainer.strategy, FSDPStrategy) or not run.eval.after_train:
+        return module
+    from torch.distributed.fsdp import FullStateDictConfig, StateDictType
+    from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+
+    config = FullStateDictConfig(offload_to_cpu=True, rank0_only=True)
+    with FSDP.state_dict_type(trainer.strategy.model, StateDictType.FULL_STATE_DICT, config):
+        state = trainer.strategy.model.state_dict()
+    if not trainer.is_global_zero:
+        return None
+    whole = build(run)
+    whole.load_state_dict(state)
+    return whole
+
+
 def warm_start(module: L.LightningModule, path: str) -> None:
     """ckpt_path=<file>: initialise the weights from another run's checkpoint (fresh optimizer, step 0)."""
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
@@ -196,6 +242,17 @@ def warm_start(module: L.LightningModule, path: str) -> None:
     if unexpected or [k for k in missing if not k.startswith("ema.")]:
         raise ValueError(f"ckpt_path={path} does not fit this model: missing {missing[:5]}, unexpected {unexpected[:5]}")
     log.info("warm start: weights from %s (step %s); optimizer and step count start fresh", path, ckpt.get("global_step"))
+
+
+def trainer_spec(run: RunConfig) -> dict:
+    """run.trainer as the Trainer is built from it: stage 1 under DDP finds unused parameters, because the GAN's
+    generator and discriminator steps each leave the other network's parameters without gradients."""
+    spec = run.trainer
+    if run.stage == "autoencoder" and spec.get("strategy") == "ddp":
+        log.info("stage 1 under DDP: strategy ddp_find_unused_parameters_true (generator and discriminator steps "
+                 "each leave the other network's parameters unused)")
+        spec = {**spec, "strategy": "ddp_find_unused_parameters_true"}
+    return spec
 
 
 def fit(run: RunConfig, module: L.LightningModule, datamodule: L.LightningDataModule,
@@ -211,7 +268,7 @@ def fit(run: RunConfig, module: L.LightningModule, datamodule: L.LightningDataMo
     if SLURMEnvironment.detect():
         # Under Slurm, submitit owns requeueing (hydra/launcher=slurm); Lightning's own SIGUSR1 requeue stays off.
         plugins.append(SLURMEnvironment(auto_requeue=False))
-    trainer: L.Trainer = instantiate(run.trainer, logger=logger, callbacks=callbacks, plugins=plugins,
+    trainer: L.Trainer = instantiate(trainer_spec(run), logger=logger, callbacks=callbacks, plugins=plugins,
                                      default_root_dir=str(run_dir))
     if isinstance(logger, TensorBoardLogger):
         # hp metrics are declared up front so the HPARAMS tab lines runs up by the same columns
@@ -226,8 +283,9 @@ def fit(run: RunConfig, module: L.LightningModule, datamodule: L.LightningDataMo
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume) if resume else None)
     except BaseException as err:
-        runs.write_json_atomic(run_dir / runs.FAILED, {"error": repr(err), "traceback": traceback.format_exc(),
-                                                       "global_step": trainer.global_step})
+        if trainer.is_global_zero:
+            runs.write_json_atomic(run_dir / runs.FAILED, {"error": repr(err), "traceback": traceback.format_exc(),
+                                                           "global_step": trainer.global_step})
         raise
     if trainer.interrupted:
         raise RuntimeError(f"training of {run_dir} was interrupted at step {trainer.global_step}; re-run to resume")

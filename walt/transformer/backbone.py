@@ -1,17 +1,28 @@
 """The W.A.L.T denoiser: conditioning concats -> patches -> layout of window blocks -> latents."""
 from __future__ import annotations
 
+import contextlib
 from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.checkpoint import checkpoint
 
 from walt.transformer.blocks import Block, FinalLayer
 from walt.transformer.conditioning import SharedAdaLN, modulation_count
 from walt.transformer.config import ATTENTIONS, ModelConfig
 from walt.transformer.embeddings import LabelEmbed, PatchEmbed, SpaceTimePosEmbed, TimestepEmbed, unpatchify
+
+# model.sdpa_backend -> the kernels scaled_dot_product_attention may use ("auto": no restriction)
+SDPA_KERNELS = {"flash": [SDPBackend.FLASH_ATTENTION], "efficient": [SDPBackend.EFFICIENT_ATTENTION],
+                "cudnn": [SDPBackend.CUDNN_ATTENTION], "math": [SDPBackend.MATH]}
+
+
+def sdpa_context(backend: str):
+    """The context restricting attention kernels to `backend` (a ModelConfig.sdpa_backend value)."""
+    return contextlib.nullcontext() if backend == "auto" else sdpa_kernel(SDPA_KERNELS[backend])
 
 
 class WALT(nn.Module):
@@ -174,12 +185,13 @@ class WALT(nn.Module):
         h = self.patch_embed(self.assemble_input(x, self_cond, context, context_mask, cond))  # (B, T/s, H/p, W/p, d)
         cond = c  # from here on: SiLU(c + t), the AdaLN input (None with token conditioning)
         h = self.pos_embed(h, is_image, frame_is_image)
-        for block in self.blocks:
-            if self.cfg.grad_checkpointing and self.training and torch.is_grad_enabled():
-                h = checkpoint(block, h, cond, shared, is_image, text, text_mask, tokens, frame_is_image,
-                               use_reentrant=False)
-            else:
-                h = block(h, cond, shared, is_image, text, text_mask, tokens, frame_is_image)
+        with sdpa_context(self.cfg.sdpa_backend):
+            for block in self.blocks:
+                if self.cfg.grad_checkpointing and self.training and torch.is_grad_enabled():
+                    h = checkpoint(block, h, cond, shared, is_image, text, text_mask, tokens, frame_is_image,
+                                   use_reentrant=False)
+                else:
+                    h = block(h, cond, shared, is_image, text, text_mask, tokens, frame_is_image)
         h = self.final(h, cond)  # (B, T/s, H/p, W/p, s*p*p*out_channels)
         return unpatchify(h, self.cfg.patch_size, self.cfg.out_channels, self.cfg.temporal_patch_size)
 

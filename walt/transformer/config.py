@@ -44,6 +44,7 @@ LAYOUTS = {
     "split": ("split",),  # Latte variant 4: heads split between spatial and temporal attention
 }
 IMAGE_ST_MASKS = ("identity", "frame")
+SDPA_BACKENDS = ("auto", "flash", "efficient", "cudnn", "math")
 POS_EMBEDS = ("learned", "sincos")
 TEMPORAL_POS = ("absolute", "rope")
 CONDITIONINGS = ("adaln", "tokens")
@@ -125,8 +126,15 @@ class ModelConfig:
     Output:
         learn_sigma: also predict the per-element variance interpolation (out channels 2c; improved
             DDPM / DiT / Latte), trained by the VLB term in walt.diffusion.diffusion_loss.
-    Efficiency:
+    Efficiency (none of them changes the weights or the checkpoint's tensors):
         grad_checkpointing: recompute block activations in backward (saves memory, costs ~1/3 compute).
+        compile: torch.compile the backbone's forward in place (nn.Module.compile: the state_dict keys
+            stay the same; the online model and its EMA copy). The forward has no graph breaks (a test).
+        sdpa_backend: the kernels scaled_dot_product_attention may pick (torch.nn.attention.sdpa_kernel):
+            "auto" (torch decides), "flash" (CPU and CUDA), "efficient", "cudnn" (CUDA only) or "math".
+            On CPU, auto picks flash (measured: flash and math both take our masks there). CUDA's flash kernel
+            takes no attention mask, and every window attention with rel_pos_bias passes one (the bias):
+            with rel_pos_bias on a GPU use auto or efficient.
     """
 
     in_channels: int = 8
@@ -164,6 +172,8 @@ class ModelConfig:
     frequency_embedding_size: int = 256
     learn_sigma: bool = False
     grad_checkpointing: bool = False
+    compile: bool = False
+    sdpa_backend: str = "auto"
 
     def __post_init__(self):
         self.input_size = tuple(int(s) for s in self.input_size)
@@ -186,7 +196,8 @@ class ModelConfig:
         else:
             self.layout = tuple(self.layout)
         for name, valid in (("image_st_mask", IMAGE_ST_MASKS), ("pos_embed", POS_EMBEDS),
-                            ("temporal_pos", TEMPORAL_POS), ("conditioning", CONDITIONINGS)):
+                            ("temporal_pos", TEMPORAL_POS), ("conditioning", CONDITIONINGS),
+                            ("sdpa_backend", SDPA_BACKENDS)):
             if getattr(self, name) not in valid:
                 raise ValueError(f"{name}={getattr(self, name)!r} is not one of {valid}")
         if self.patch_size < 1 or self.temporal_patch_size < 1:
