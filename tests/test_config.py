@@ -89,6 +89,8 @@ def test_unknown_group_option_lists_available():
     (["stage=super_resolution"], r"set model.cond_channels=null .* model.noise_cond=true"),
     (["experiment=t2v_tiny_sr", "lowres.aug_sample=0.5"], "aug_sample <= aug_max"),
     (["experiment=t2v_tiny_sr", "eval.after_train=true"], "eval.after_train"),
+    (["experiment=t2v_tiny_sr", "lowres.upsample=cubic"], r"upsample one of depth_to_space\|bilinear\|nearest"),
+    (["experiment=t2v_tiny_sr", "lowres.upsample=bilinear", "model.cond_upsample=2"], "needs model.cond_upsample=1"),
 ])
 def test_cross_field_validation(override, message):
     with pytest.raises((ValueError, ConfigCompositionException), match=message):
@@ -120,8 +122,13 @@ def test_cascade_parts_are_stored_only_where_they_apply(tmp_path):
     base = RunConfig.load(["experiment=t2v_tiny"]).to_dict()
     assert base["text"]["encoder"] == "minilm" and "lowres" not in base
     sr = RunConfig.load(["experiment=t2v_tiny_sr", f"paths.run_dir={tmp_path}"])
-    assert sr.to_dict()["lowres"] == {"factor": 2, "upsample": "bilinear", "aug_max": 0.3, "aug_sample": 0.1}
+    assert sr.to_dict()["lowres"] == {"factor": 2, "upsample": "depth_to_space", "aug_max": 0.3, "aug_sample": 0.1}
     assert sr.model.cond_channels == sr.model.in_channels == 8 and sr.model.num_classes == 0
+    # depth-to-space by default: the model upsamples the low-res latents itself (cond_upsample = factor); the
+    # interpolation option leaves it at 1, which the stored model section omits like before the option existed
+    assert sr.model.cond_upsample == 2 and sr.to_dict()["model"]["cond_upsample"] == 2
+    bilinear = RunConfig.load(["experiment=t2v_tiny_sr", "lowres.upsample=bilinear"])
+    assert bilinear.model.cond_upsample == 1 and "cond_upsample" not in bilinear.to_dict()["model"]
     runs.write_config(tmp_path, sr.to_dict(), list(sr.overrides))
     assert RunConfig.stored(tmp_path).lowres == sr.lowres
     with pytest.raises(ValueError, match=r"lowres.aug_max: 0.3 -> 0.2"):

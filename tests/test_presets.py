@@ -23,8 +23,8 @@ def test_model_yaml_matches_registry(path):
     values = OmegaConf.to_container(OmegaConf.load(path))
     registry = preset_config(path.stem)
     # the YAMLs leave the latent shape to the data and autoencoder (null = derived at run time; cond_channels:
-    # the cascade stages' low-res latents have the latent channels)
-    for derived in ("in_channels", "input_size", "num_classes", "cond_channels"):
+    # the cascade stages' low-res latents have the latent channels; cond_upsample: from the stage's lowres settings)
+    for derived in ("in_channels", "input_size", "num_classes", "cond_channels", "cond_upsample"):
         if values.get(derived) is None:
             values[derived] = getattr(registry, derived)
     assert ModelConfig.from_dict(values).to_dict() == registry.to_dict()

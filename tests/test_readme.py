@@ -63,13 +63,19 @@ def test_cascade_lines_chain_the_runs_the_readme_trains():
 
     by_name = {RunConfig.load(split_hydra(a)[0]).run_name: RunConfig.load(split_hydra(a)[0])
                for a in TRAIN if any(w.startswith("run_name=t2v_") for w in a)}
-    assert [by_name[n].stage for n in ("t2v_ae", "t2v_base", "t2v_sr")] == ["autoencoder", "diffusion", "super_resolution"]
+    assert [by_name[n].stage for n in ("t2v_ae", "t2v_base", "t2v_sr", "t2v_interp")] == [
+        "autoencoder", "diffusion", "super_resolution", "interpolation"]
     ae_ckpt = "outputs/runs/t2v_ae/checkpoints/last.ckpt"
-    assert by_name["t2v_base"].first_stage_ckpt == by_name["t2v_sr"].first_stage_ckpt == ae_ckpt
+    assert {by_name[n].first_stage_ckpt for n in ("t2v_base", "t2v_sr", "t2v_interp")} == {ae_ckpt}
     assert by_name["t2v_base"].model.cross_attention_dim and by_name["t2v_sr"].model.noise_cond
+    # the interpolation stage doubles the frame rate of base and SR (every 2nd frame) at the SR resolution
+    assert by_name["t2v_base"].data.frame_stride == by_name["t2v_sr"].data.frame_stride == 2
+    assert by_name["t2v_interp"].data.frame_stride == 1 and by_name["t2v_interp"].lowres.factor == 2
+    assert by_name["t2v_interp"].model.input_size[1:] == by_name["t2v_sr"].model.input_size[1:]
     line, = [a for a in commands("walt-sample") if a[0] == "cascade"]
     args = parser().parse_args(line[1:])
     assert args.stages == ["outputs/runs/t2v_base", "outputs/runs/t2v_sr"] and args.caption
+    assert args.interpolation == "outputs/runs/t2v_interp"
 
 
 def test_the_error_example_prints_one_line():

@@ -13,9 +13,10 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 SR_MODEL = dict(in_channels=3, input_size=[5, 8, 8], st_window=[5, 4, 4], depth=2, hidden_size=32, num_heads=4,
                 self_cond_prob=0.0, cond_channels=3, noise_cond=True)
 DIFFUSION = {"sampling_steps": 4}
-# Loss drop over 200 steps (first-20 minus last-20 mean training loss): 0.566-0.573 on seeds 0-4
-# (0.84-0.86 -> 0.27-0.29); the own-vs-other low-res error ratio below was 0.016-0.020 (bound 0.5), the mean
-# |output(low a) - output(low b)| 1.22-1.32 (bound 0.1). Re-measured on one thread: same ranges.
+# Loss drop over 200 steps (first-20 minus last-20 mean training loss) with the default learned depth-to-space
+# upsampling: 0.487-0.507 on seeds 0-3 (0.86-0.90 -> 0.37-0.40; bilinear upsampling gave 0.566-0.573); the
+# own-vs-other low-res error ratio below was 0.015-0.018 (bound 0.5), the mean |output(low a) - output(low b)|
+# 1.21-1.27 (bound 0.1); one thread.
 MIN_DROP = 0.4
 
 
@@ -71,8 +72,43 @@ def test_low_res_input_is_live_and_followed(trained):
     assert err_own < 0.5 * err_other, (err_own, err_other)
 
 
-def test_noise_augmentation_level_reaches_adaln():
+def test_depth_to_space_upsampling_is_learned_inside_the_model():
+    """Default lowres.upsample=depth_to_space: `cond` stays low-res, the model maps every low-res latent pixel to
+    4c channels (a learned linear map that starts as nearest-neighbour) and pixel-shuffles them per frame."""
     module = SuperResolutionModule(SR_MODEL, DIFFUSION)
+    assert module.model_cfg.cond_upsample == 2 and module.lowres_cfg.upsample == "depth_to_space"
+    low = torch.randn(2, 3, 5, 4, 4)
+    cond = module.lowres_condition(low, aug_level=0.0)["cond"]
+    assert cond.shape == (2, 3, 5, 4, 4)  # the model upsamples it
+    net = module.model
+    up = net.upsample_cond(cond)
+    assert up.shape == (2, 3, 5, 8, 8)
+    torch.testing.assert_close(up, F.interpolate(cond, size=(5, 8, 8), mode="nearest"))  # the init
+    # depth-to-space layout: sub-pixel (i, j) of low-res pixel (h, w) is output channel block c*4 + 2i + j
+    with torch.no_grad():
+        net.cond_proj.weight.normal_()
+        net.cond_proj.bias.normal_()
+    z = net.cond_proj(cond.permute(0, 2, 3, 4, 1))  # (B, T, h, w, 4c)
+    up = net.upsample_cond(cond)
+    for i, j in ((0, 0), (0, 1), (1, 0), (1, 1)):
+        torch.testing.assert_close(up[:, :, :, i::2, j::2], z[..., i * 2 + j::4].permute(0, 4, 1, 2, 3))
+    # the low-res path is live through the whole model, and the loss's gradient reaches the projection
+    net = randomize(net, 0.05)
+    x, t, aug_t = torch.randn(2, 3, 5, 8, 8), torch.tensor([500, 500]), torch.tensor([0, 0])
+    out_a, out_b = net(x, t, cond=cond, aug_t=aug_t), net(x, t, cond=cond + torch.randn_like(cond), aug_t=aug_t)
+    assert (out_a - out_b).abs().mean() > 1e-3
+    net.zero_grad()
+    module._loss(net, {"latents": patterns(2, seed=1)}, train=True, generator=torch.Generator().manual_seed(0)).backward()
+    assert net.cond_proj.weight.grad is not None and net.cond_proj.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="cond input of shape"):
+        net(x, t, cond=F.interpolate(cond, size=(5, 8, 8)), aug_t=aug_t)  # already upsampled: the wrong grid
+    with pytest.raises(ValueError, match="needs model.cond_upsample=1"):
+        SuperResolutionModule({**SR_MODEL, "cond_upsample": 2}, DIFFUSION, None, {"upsample": "bilinear"})
+
+
+def test_noise_augmentation_level_reaches_adaln():
+    module = SuperResolutionModule(SR_MODEL, DIFFUSION, None, {"upsample": "bilinear"})  # the interpolation option
+    assert module.model_cfg.cond_upsample == 1 and module.model.cond_proj is None
     low = torch.randn(2, 3, 5, 4, 4)
     train = module.lowres_condition(low, train=True, generator=torch.Generator().manual_seed(0))
     assert train["cond"].shape == (2, 3, 5, 8, 8) and (train["aug_t"] < 300).all()

@@ -181,15 +181,15 @@ def describe(run: RunConfig) -> dict:
     from walt.transformer.backbone import count_params, tokens_per_sample
 
     ae_cfg, model = run.autoencoder, run.model
-    frames, res = run.clip_frames, int(run.data.resolution)
+    frames, (height, width) = run.clip_frames, run.data.frame_size
     with torch.device("meta"):
         ae = CausalAutoencoder(ae_cfg)
-        latent = ae.encode(torch.empty(1, ae_cfg.in_channels, frames, res, res))
+        latent = ae.encode(torch.empty(1, ae_cfg.in_channels, frames, height, width))
     _, c, t, h, w = latent.shape
     return {
         "stage": run.stage,
         "autoencoder_params": sum(p.numel() for p in ae.parameters()),
-        "input_shape": [frames, res, res, ae_cfg.in_channels],
+        "input_shape": [frames, height, width, ae_cfg.in_channels],
         "latent_shape": [t, h, w, c],
         "params": count_params(model),
         "tokens": tokens_per_sample(model),

@@ -75,8 +75,8 @@ def _write(path_stem: Path, frames: np.ndarray, fps: int, formats: Sequence[str]
 
 def read_context(run: RunConfig, path: str | os.PathLike) -> tuple[torch.Tensor, dict]:
     """(clip (C, T, R, R) in [-1, 1], description) of the context frames a frame-prediction run continues:
-    the first 1 + (k - 1) * temporal_factor frames of the video file at data.frame_stride, short side resized
-    to data.resolution, centre-cropped. Raises ValueError for a run that is not frame prediction or a file
+    the first 1 + (k - 1) * temporal_factor frames of the video file at data.frame_stride, resized to cover
+    data.resolution (aspect kept), centre-cropped. Raises ValueError for a run that is not frame prediction or a file
     that cannot give those frames."""
     k = run.model.context_frames
     if run.stage != "diffusion" or k <= 0:
@@ -84,7 +84,7 @@ def read_context(run: RunConfig, path: str | os.PathLike) -> tuple[torch.Tensor,
                          f"experiment=k600_frame_prediction); {run.run_dir} is stage {run.stage} with "
                          f"model.context_frames={k}")
     frames = 1 + (k - 1) * run.autoencoder.temporal_factor
-    res, stride = run.data.resolution, run.data.frame_stride
+    res, stride = run.data.frame_size, run.data.frame_stride
     try:
         video = read_first_frames(str(path), frames, stride, short_side=res)
     except VideoDecodeError as err:

@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from walt import runs
 from walt.autoencoder.config import AutoencoderConfig
 from walt.config.eval import I3D_EXTRACTORS, EvalConfig
-from walt.config.schema import (CONFIG_DIR, PRECISIONS, DataConfig, Dataset, LowResConfig, OptimConfig, PathsConfig,
+from walt.config.schema import (CONFIG_DIR, LOWRES_UPSAMPLE, PRECISIONS, DataConfig, Dataset, LowResConfig, OptimConfig, PathsConfig,
                                 register)
 from walt.diffusion.config import DiffusionConfig
 from walt.text.config import TextConfig
@@ -133,7 +133,7 @@ class RunConfig:
             first_stage_ckpt=t.first_stage_ckpt, first_stage_steps=int(t.first_stage_steps),
             first_stage_seed=int(t.first_stage_seed), ckpt_path=t.ckpt_path,
             paths=t.paths, data=data, autoencoder=autoencoder,
-            model=complete_model(t.model or {}, autoencoder, data),
+            model=complete_model(t.model or {}, autoencoder, data, t.lowres.cond_upsample(str(t.stage.value))),
             diffusion=DiffusionConfig.from_dict(t.diffusion or {}),
             optim=t.optim, eval=EvalConfig.from_dict(t.eval or {}),
             trainer=plain(t.trainer), logger=plain(t.logger) if t.logger else None,
@@ -200,11 +200,12 @@ class RunConfig:
             raise ValueError("image-video joint training (data.image_ratio / data.append_images) encodes its clips and "
                              "images on the fly: set data.latent_cache=null (a latent cache holds the videos only)")
         ae, frames = self.autoencoder, self.clip_frames
-        if (frames - 1) % ae.temporal_factor or data.resolution % ae.spatial_factor:
+        height, width = data.frame_size
+        if (frames - 1) % ae.temporal_factor or height % ae.spatial_factor or width % ae.spatial_factor:
             raise ValueError(
-                f"clips of {frames}x{data.resolution}x{data.resolution} do not fit the autoencoder's /{ae.temporal_factor} "
+                f"clips of {frames}x{height}x{width} do not fit the autoencoder's /{ae.temporal_factor} "
                 f"time and /{ae.spatial_factor} space factors: data.num_frames must be 1 + k*{ae.temporal_factor} "
-                f"(e.g. 17) and data.resolution a multiple of {ae.spatial_factor}")
+                f"(e.g. 17) and data.resolution (or both of its [H, W]) a multiple of {ae.spatial_factor}")
         if self.stage in CASCADE_STAGES:
             self.validate_cascade()
             return
@@ -216,14 +217,17 @@ class RunConfig:
     def validate_cascade(self) -> None:
         """A cascade stage's model must take the low-res latents (cond_channels) and their noise level."""
         lr, m = self.lowres, self.model
-        if lr.factor < 1 or lr.upsample not in ("nearest", "bilinear") or not 0 <= lr.aug_sample <= lr.aug_max <= 1:
-            raise ValueError(f"lowres: factor >= 1, upsample nearest|bilinear and 0 <= aug_sample <= aug_max <= 1, "
-                             f"got {lr}")
+        if lr.factor < 1 or lr.upsample not in LOWRES_UPSAMPLE or not 0 <= lr.aug_sample <= lr.aug_max <= 1:
+            raise ValueError(f"lowres: factor >= 1, upsample one of {'|'.join(LOWRES_UPSAMPLE)} and "
+                             f"0 <= aug_sample <= aug_max <= 1, got {lr}")
         if m.cond_channels != m.in_channels or not m.noise_cond:
             raise ValueError(f"stage={self.stage} feeds the low-res latents ({m.in_channels} channels) and their noise "
                              f"level to the model: set model.cond_channels=null (= the latent channels) and "
                              f"model.noise_cond=true (e.g. model=walt_tiny_sr), got cond_channels={m.cond_channels}, "
                              f"noise_cond={m.noise_cond}")
+        if m.cond_upsample != lr.cond_upsample(self.stage):
+            raise ValueError(f"stage={self.stage} with lowres.upsample={lr.upsample} and lowres.factor={lr.factor} needs "
+                             f"model.cond_upsample={lr.cond_upsample(self.stage)} (null derives it), got {m.cond_upsample}")
         if self.eval.after_train:
             raise ValueError(f"eval.after_train: the video metrics are defined for stage=diffusion; the cascade is "
                              f"measured end to end (walt.pipeline.cascade). Set eval.after_train=false for stage={self.stage}")
@@ -311,7 +315,7 @@ class RunConfig:
     @property
     def latent_shape(self) -> tuple[int, int, int, int]:
         """(c, t, h, w) of the configured clip's latent."""
-        return self.autoencoder.latent_shape(self.clip_frames, self.data.resolution, self.data.resolution)
+        return self.autoencoder.latent_shape(self.clip_frames, *self.data.frame_size)
 
     def to_dict(self) -> dict:
         """The resolved config as plain containers: what config.yaml holds and analysis reads."""
@@ -348,11 +352,14 @@ def clip_frames(data: DataConfig) -> int:
     return 1 if data.dataset == Dataset.imagenet else int(data.num_frames)
 
 
-def complete_model(model: Any, autoencoder: AutoencoderConfig, data: DataConfig) -> ModelConfig:
+def complete_model(model: Any, autoencoder: AutoencoderConfig, data: DataConfig, cond_upsample: int = 1) -> ModelConfig:
     """The stage-2 ModelConfig: in_channels / input_size / cond_channels left null come from the latent shape,
-    num_classes (unless given) from the data."""
+    num_classes (unless given) from the data, cond_upsample (null) from the cascade stage's lowres settings
+    (`cond_upsample`: LowResConfig.cond_upsample(stage))."""
     values = dict(plain(model))
-    c, t, h, w = autoencoder.latent_shape(clip_frames(data), data.resolution, data.resolution)
+    if "cond_upsample" in values and values["cond_upsample"] is None:
+        values["cond_upsample"] = cond_upsample
+    c, t, h, w = autoencoder.latent_shape(clip_frames(data), *data.frame_size)
     if values.get("in_channels") is None:
         values["in_channels"] = c
     if values.get("input_size") is None:

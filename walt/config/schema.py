@@ -42,22 +42,34 @@ class Stage(str, enum.Enum):
     interpolation = "interpolation"
 
 
+LOWRES_UPSAMPLE = ("depth_to_space", "bilinear", "nearest")
+
+
 @dataclass
 class LowResConfig:
     """How a cascade stage (stage=super_resolution | interpolation) is conditioned on the previous stage.
 
     factor: spatial upsampling factor (super-resolution) or frame-rate factor (interpolation).
-    upsample: super-resolution's latent-space upsampling of the low-res latents to the high-res grid,
-        per frame: "nearest" or "bilinear" (interpolation repeats the nearest low-rate frame instead).
+    upsample: super-resolution's latent-space upsampling of the low-res latents to the high-res grid:
+        "depth_to_space" (default; W.A.L.T Sec. 5 upsamples the low-res input "in latent space" by
+        depth-to-space): the model itself projects each low-res latent pixel linearly to factor^2 * c
+        channels and pixel-shuffles them into a factor x factor block, per frame (model.cond_upsample =
+        factor, the projection `cond_proj` is learned with the model and starts as nearest-neighbour);
+        "bilinear" / "nearest": fixed per-frame interpolation outside the model (model.cond_upsample = 1).
+        Interpolation stages ignore it (they repeat the nearest low-rate frame).
     aug_max: noise-conditioning augmentation in training: the low-res latents are diffused to a level
         t_sr ~ U[0, aug_max * num_timesteps), which the model reads through AdaLN (model.noise_cond).
     aug_sample: the fixed level (fraction of num_timesteps) used at sampling and validation.
     """
 
     factor: int = 2
-    upsample: str = "bilinear"
+    upsample: str = "depth_to_space"
     aug_max: float = 0.3
     aug_sample: float = 0.1
+
+    def cond_upsample(self, stage: str) -> int:
+        """The model's cond_upsample for `stage`: factor for depth-to-space super-resolution, else 1."""
+        return int(self.factor) if stage == "super_resolution" and self.upsample == "depth_to_space" else 1
 
 
 @dataclass
@@ -75,7 +87,12 @@ class SyntheticConfig:
 
 @dataclass
 class DataConfig:
-    """walt.data.datamodule.VideoDataModule arguments (see its docstring); `datamodule()` builds it."""
+    """walt.data.datamodule.VideoDataModule arguments (see its docstring); `datamodule()` builds it.
+
+    resolution: one int (square frames, e.g. 128) or [H, W] (e.g. [128, 224], W.A.L.T's text-to-video clips:
+        frames are resized to cover H x W, aspect kept, then cropped); typed Any because OmegaConf has no
+        int-or-list type, checked in RunConfig.validate. The latent grid (model.input_size) follows from it.
+    """
 
     dataset: Dataset = Dataset.synthetic
     root: str = MISSING
@@ -85,7 +102,7 @@ class DataConfig:
     val_dir: str = "val"
     num_frames: int = 17
     frame_stride: int = 1
-    resolution: int = 64
+    resolution: Any = 64  # int (square) or [H, W]
     temporal_sampling: Sampling = Sampling.random
     crop: Sampling = Sampling.random
     batch_size: int = 8
@@ -101,6 +118,17 @@ class DataConfig:
     append_images: int = 0
     image_source: str = "frames"
     image_root: Optional[str] = None
+
+    @property
+    def frame_size(self) -> tuple[int, int]:
+        """(H, W) of `resolution` (ValueError naming the valid forms otherwise)."""
+        from walt.data.video import frame_size
+
+        value = self.resolution
+        if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, (list, tuple)) and len(value) == 2
+                                                                      and all(isinstance(v, int) for v in value))):
+            raise ValueError(f"data.resolution must be one int (square frames) or [height, width], got {value!r}")
+        return frame_size(value)
 
     def datamodule(self, seed: int = 0, **changes):
         """The VideoDataModule of these settings, with `changes` (e.g. latent_cache=None) applied; `seed`

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import lightning as L
@@ -16,7 +17,7 @@ from walt.data.kinetics import kinetics, kinetics_classes
 from walt.data.latents import LatentDataset
 from walt.data.sampling import ResumableSampler
 from walt.data.synthetic import SyntheticSpec, generate, is_generated
-from walt.data.video import ClipSpec, Reason, Sampling
+from walt.data.video import ClipSpec, Reason, Sampling, frame_size
 
 log = logging.getLogger(__name__)
 DATASETS = ("ucf101", "kinetics600", "imagenet", "synthetic")
@@ -31,7 +32,8 @@ class VideoDataModule(L.LightningDataModule):
     kinetics600/imagenet (and the names of their annotation CSVs). num_classes: expected classes,
     checked for every split against what its list / CSV / folders name.
     num_frames, frame_stride, temporal_sampling: clip sampling (images ignore them: T = 1).
-    resolution, crop: square output size, and the train crop (validation always centres).
+    resolution, crop: output frame size, one int (square) or [H, W] (resized to cover it, aspect kept, then
+        cropped; e.g. W.A.L.T's 128x224 text-to-video clips), and the train crop (validation always centres).
     synthetic: generator settings (a SyntheticSpec's fields) when dataset == synthetic.
     latent_cache: a directory holding train/ and val/ latent caches (walt-data encode); when set,
         batches carry normalised 'latents' instead of 'video' and stage 2 skips the encoder.
@@ -59,7 +61,7 @@ class VideoDataModule(L.LightningDataModule):
         val_dir: str = "val",
         num_frames: int = 17,
         frame_stride: int = 1,
-        resolution: int = 64,
+        resolution: int | Sequence[int] = 64,
         temporal_sampling: Sampling | str = Sampling.random,
         crop: Sampling | str = Sampling.random,
         batch_size: int = 8,
@@ -91,7 +93,8 @@ class VideoDataModule(L.LightningDataModule):
             raise ValueError(f"data.max_bad_fraction must be in [0, 1], got {max_bad_fraction}")
         self.dataset, self.root, self.num_classes = dataset, str(root), num_classes
         self.split, self.train_dir, self.val_dir = split, train_dir, val_dir
-        self.resolution, self.crop = resolution, Sampling(crop)
+        self.resolution = resolution if isinstance(resolution, int) else frame_size(resolution)
+        self.crop = Sampling(crop)
         self.train_clip = ClipSpec(num_frames, frame_stride, Sampling(temporal_sampling))
         self.val_clip = ClipSpec(num_frames, frame_stride, Sampling.center)
         self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed

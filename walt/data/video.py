@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 import os
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -133,10 +134,22 @@ def count_frames(path: str) -> int:
             raise VideoDecodeError(path, Reason.decode_error, str(err)) from err
 
 
-def scaled_size(height: int, width: int, short_side: int) -> tuple[int, int]:
-    """(h, w) with the short side equal to `short_side` and the aspect kept (what resize_crop makes)."""
-    scale = short_side / min(height, width)
-    return max(short_side, round(height * scale)), max(short_side, round(width * scale))
+def frame_size(resolution: int | Sequence[int]) -> tuple[int, int]:
+    """(H, W) of a resolution setting: one int = a square frame, or [H, W] (non-square clips, e.g. 128x224)."""
+    if isinstance(resolution, (int, np.integer)):
+        return int(resolution), int(resolution)
+    values = tuple(int(v) for v in resolution)
+    if len(values) != 2:
+        raise ValueError(f"resolution must be one int (square) or [height, width], got {list(values)}")
+    return values
+
+
+def scaled_size(height: int, width: int, short_side: int | Sequence[int]) -> tuple[int, int]:
+    """(h, w) with the aspect kept and the short side equal to `short_side` (what resize_crop makes); with
+    short_side = (H, W) the smallest such size that covers an H x W crop (one int n is the same as (n, n))."""
+    H, W = frame_size(short_side)
+    scale = max(H / height, W / width)
+    return max(H, round(height * scale)), max(W, round(width * scale))
 
 
 class _Converter:
@@ -150,7 +163,7 @@ class _Converter:
     DataLoader workers, and swscale's own threads would oversubscribe them.
     """
 
-    def __init__(self, short_side: int | None):
+    def __init__(self, short_side: int | Sequence[int] | None):
         self.rgb, self.scale, self.short_side, self.size = VideoReformatter(), VideoReformatter(), short_side, None
 
     def __call__(self, frame: av.VideoFrame) -> np.ndarray:
@@ -174,13 +187,14 @@ def read_clip(
     path: str,
     clip: ClipSpec,
     rng: random.Random | None = None,
-    short_side: int | None = None,
+    short_side: int | Sequence[int] | None = None,
     segment: tuple[float, float] | None = None,
     seek: bool = True,
 ) -> np.ndarray:
     """Decode one clip as uint8 (T, H, W, 3).
 
-    short_side: convert frames so their short side has this size (aspect kept); None = source size.
+    short_side: convert frames so their short side has this size (aspect kept); (H, W): to the smallest
+        size covering H x W (aspect kept, scaled_size); None = source size.
     segment: (start_s, end_s) annotated part of a longer file (Kinetics full videos); the clip is
         sampled inside it. None = the whole file.
     seek: jump to the keyframe before the clip and decode forward, placing frames by their
@@ -274,25 +288,28 @@ def to_model_range(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
     return x.permute(3, 0, 1, 2).float().div_(127.5).sub_(1.0)
 
 
-def resize_crop(video: torch.Tensor, resolution: int, crop: Sampling, rng: random.Random | None = None) -> torch.Tensor:
-    """Resize the short side to `resolution` (antialiased bilinear), then crop a square.
+def resize_crop(video: torch.Tensor, resolution: int | Sequence[int], crop: Sampling,
+                rng: random.Random | None = None) -> torch.Tensor:
+    """Resize the short side to `resolution` (antialiased bilinear), then crop a square; resolution = (H, W):
+    resize (aspect kept) to the smallest size covering H x W, then crop H x W.
 
-    video: (C, T, H, W) float. Returns (C, T, resolution, resolution). Frames decoded with
-    read_clip(short_side=resolution) are only cropped here.
+    video: (C, T, h, w) float. Returns (C, T, H, W). Frames decoded with read_clip(short_side=resolution)
+    are only cropped here.
     """
     _, _, h, w = video.shape
-    if min(h, w) != resolution:
-        size = scaled_size(h, w, resolution)
+    H, W = frame_size(resolution)
+    size = scaled_size(h, w, (H, W))
+    if size != (h, w):
         # interpolate treats T as the batch: (C, T, H, W) -> (T, C, H, W)
         video = F.interpolate(video.transpose(0, 1), size=size, mode="bilinear", antialias=True, align_corners=False)
         video = video.transpose(0, 1).clamp_(-1.0, 1.0)
         h, w = size
     if crop == Sampling.center:
-        top, left = (h - resolution) // 2, (w - resolution) // 2
+        top, left = (h - H) // 2, (w - W) // 2
     else:
         r = rng or random
-        top, left = r.randint(0, h - resolution), r.randint(0, w - resolution)
-    return video[:, :, top : top + resolution, left : left + resolution]
+        top, left = r.randint(0, h - H), r.randint(0, w - W)
+    return video[:, :, top : top + H, left : left + W]
 
 
 def write_video(path: str, frames: np.ndarray, fps: int = 8, codec: str = "libx264", crf: int = 18,

@@ -46,7 +46,7 @@ def measure_diffusion(ctx: EvalContext, module) -> Measurement:
     start = min([min(d, n) for d in done.values()], default=n)
     if start:
         log.info("resuming: %d of %d samples already measured", start, n)
-    expected = (ctx.run.clip_frames, ctx.run.data.resolution, ctx.run.data.resolution)
+    expected = (ctx.run.clip_frames, *ctx.run.data.frame_size)
     t0, generated = time.perf_counter(), 0
     with progress_bar("sampling", n, start) as update:
         for b in range(start, n, ev.batch_size):

@@ -24,6 +24,8 @@ def nearest_frames(low_frames: int, high_frames: int, device=None) -> torch.Tens
 class InterpolationModule(CascadeStageModule):
     """Temporal x`lowres.factor` frame interpolation of latent videos (LaVie's second stage)."""
 
+    stage = "interpolation"
+
     def low_from_video(self, video: torch.Tensor) -> torch.Tensor:
         return video[:, :, :: self.lowres_cfg.factor]
 

@@ -1,8 +1,12 @@
 """Cascade stages as LightningModules: latent diffusion conditioned on the previous stage's latents.
 
 SuperResolutionModule (W.A.L.T's 2x stages): the low-resolution latents of the same clip are upsampled
-in latent space to the high-resolution latent grid (per-frame interpolation) and concatenated with
-x_t on channels (model.cond_channels); before upsampling they get noise-conditioning augmentation,
+in latent space to the high-resolution latent grid and concatenated with x_t on channels
+(model.cond_channels). The default, lowres.upsample=depth_to_space (the paper's "depth-to-space"), lets the
+model do it: a learned linear map of every low-res latent pixel to factor^2 * c channels, pixel-shuffled
+per frame (walt.transformer.backbone.WALT.upsample_cond, model.cond_upsample = factor), so `cond` stays at
+low resolution here; "bilinear" / "nearest" interpolate per frame here instead (model.cond_upsample = 1).
+Before upsampling the low-res latents get noise-conditioning augmentation,
 x_lr -> alpha(t_sr) x_lr + sigma(t_sr) eps, with t_sr fed to AdaLN beside the timestep
 (model.noise_cond), so at sampling the stage tolerates the base model's imperfect latents.
 The conditioning path is shared with temporal interpolation (walt.modules.interpolation), which only
@@ -30,6 +34,8 @@ from walt.utils import from_dict, plain
 class CascadeStageModule(LatentDiffusionModule):
     """Latent diffusion conditioned on low-res latents: subclasses say how they are made and upsampled."""
 
+    stage = ""  # the RunConfig stage this module trains (walt.config.schema.Stage)
+
     def __init__(
         self,
         model: Union[ModelConfig, dict],
@@ -39,8 +45,16 @@ class CascadeStageModule(LatentDiffusionModule):
         first_stage: Optional[nn.Module] = None,
         text_encoder: Optional[nn.Module] = None,
     ):
-        super().__init__(model, diffusion, optim, first_stage=first_stage, text_encoder=text_encoder)
-        self.lowres_cfg = from_dict(LowResConfig, lowres or {}, "lowres")
+        lowres_cfg = from_dict(LowResConfig, lowres or {}, "lowres")
+        values = model.to_dict() if isinstance(model, ModelConfig) else dict(plain(model))
+        want = lowres_cfg.cond_upsample(self.stage)
+        if values.get("cond_upsample") is None:  # derived from lowres (as walt.config.run.complete_model does)
+            values["cond_upsample"] = want
+        if values["cond_upsample"] != want:
+            raise ValueError(f"{type(self).__name__} with lowres.upsample={lowres_cfg.upsample}, factor={lowres_cfg.factor} "
+                             f"needs model.cond_upsample={want}, got {values['cond_upsample']}")
+        super().__init__(values, diffusion, optim, first_stage=first_stage, text_encoder=text_encoder)
+        self.lowres_cfg = lowres_cfg
         self.hparams["lowres"] = plain(self.lowres_cfg)
         mc = self.model_cfg
         if mc.cond_channels != mc.in_channels or not mc.noise_cond:
@@ -57,7 +71,8 @@ class CascadeStageModule(LatentDiffusionModule):
         raise NotImplementedError
 
     def upsample(self, low: torch.Tensor) -> torch.Tensor:
-        """Low-res latents (B, c, t, h, w) -> the model's latent grid (B, c, T, H, W)."""
+        """Low-res latents (B, c, t, h, w) -> the model's `cond` input: the latent grid (B, c, T, H, W), or
+        (B, c, T, H/s, W/s) for a model that upsamples it itself (model.cond_upsample = s)."""
         raise NotImplementedError
 
     # ----------------------------------------------------------------- shared conditioning path
@@ -107,6 +122,8 @@ class CascadeStageModule(LatentDiffusionModule):
 class SuperResolutionModule(CascadeStageModule):
     """Spatial x`lowres.factor` super-resolution of latent videos (W.A.L.T's cascade stages)."""
 
+    stage = "super_resolution"
+
     def low_from_video(self, video: torch.Tensor) -> torch.Tensor:
         f = self.lowres_cfg.factor
         B, C, T, H, W = video.shape
@@ -120,5 +137,11 @@ class SuperResolutionModule(CascadeStageModule):
 
     def upsample(self, low: torch.Tensor) -> torch.Tensor:
         T, H, W = low.shape[2], *self.model_cfg.input_size[1:]
+        if self.lowres_cfg.upsample == "depth_to_space":  # the model's learned depth-to-space does it
+            s = self.model_cfg.cond_upsample
+            if tuple(low.shape[3:]) != (H // s, W // s):
+                raise ValueError(f"low-res latents of {tuple(low.shape[3:])} do not upsample {s}x (depth-to-space) to the "
+                                 f"model's {H}x{W} latent grid")
+            return low
         mode = "nearest" if self.lowres_cfg.upsample == "nearest" else "trilinear"  # trilinear with T kept = bilinear
         return F.interpolate(low, size=(T, H, W), mode=mode, **({} if mode == "nearest" else {"align_corners": False}))

@@ -4,6 +4,8 @@ videos by autoregressive extension.
 Every stage is a trained run (stage=diffusion for the text-conditioned base, stage=super_resolution /
 interpolation after it); each later stage takes the previous stage's normalised latents as its low-res
 input, all stages sharing one autoencoder's latent space, and only the last stage's latents are decoded.
+`walt-sample cascade BASE SR [SR] --interpolation RUN` runs LaVie's temporal interpolation last, after the
+super-resolution stages (2x the latent frame rate at the final resolution).
 
 Long videos (chunks > 1): the base model must do frame prediction (model.context_frames = m > 0). Chunk k
 is sampled with the last m latent frames of chunk k-1 as clean context (copied into the result), so the
@@ -27,7 +29,7 @@ import torch
 from einops import rearrange
 
 from walt import runs
-from walt.config.run import RunConfig
+from walt.config.run import RunConfig, merge_overrides
 from walt.modules.build import load_module
 from walt.modules.interpolation import InterpolationModule
 from walt.modules.latent_diffusion import LatentDiffusionModule
@@ -163,6 +165,9 @@ def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="walt-sample cascade", description=main.__doc__)
     parser.add_argument("stages", nargs="+", help="run directories, base first (stage=diffusion), then "
                                                   "stage=super_resolution / interpolation runs")
+    parser.add_argument("--interpolation", default=None, metavar="RUN_DIR",
+                        help="a stage=interpolation run to run last, after the super-resolution stages (LaVie's "
+                             "temporal interpolation: more latent frames); counts as one more stage for --steps / --guidance")
     parser.add_argument("--caption", action="append", required=True, help="one per video (repeat the flag)")
     parser.add_argument("--steps", default=None, help="sampler steps per stage, comma-separated (or one value)")
     parser.add_argument("--guidance", default=None, help="CFG scale per stage, comma-separated (or one value)")
@@ -185,7 +190,10 @@ def main(argv: Optional[Sequence[str]] = None) -> CascadeResult:
         values = [cast(v) for v in text.split(",")]
         return values[0] if len(values) == 1 else values
 
-    stages = load_cascade(args.stages, args.device)
+    stages = load_cascade(args.stages + ([args.interpolation] if args.interpolation else []), args.device)
+    if args.interpolation and not isinstance(stages[-1], InterpolationModule):
+        raise ValueError(f"--interpolation {args.interpolation}: not a stage=interpolation run "
+                         f"({type(stages[-1]).__name__}); super-resolution runs go among the positional stages")
     result = sample_cascade(stages, args.caption, seed=args.seed, steps=per_stage(args.steps, int),
                             guidance=per_stage(args.guidance, float), chunks=args.chunks, aug_level=args.aug_level,
                             out_dir=args.out, fps=args.fps)
@@ -194,9 +202,12 @@ def main(argv: Optional[Sequence[str]] = None) -> CascadeResult:
 
 
 def tiny_cascade_overrides(data_root: str | os.PathLike, out_dir: str | os.PathLike, steps: int,
-                           text_encoder: Optional[str] = None, text_dim: Optional[int] = None) -> dict[str, list[str]]:
-    """Overrides of the embedded cascade's three runs (autoencoder, base, sr) on a synthetic dataset root:
-    5-frame clips, base 16x16, SR 2x to 32x32; text_encoder / text_dim swap in another (e.g. tiny) encoder."""
+                           text_encoder: Optional[str] = None, text_dim: Optional[int] = None,
+                           interpolation: bool = False) -> dict[str, list[str]]:
+    """Overrides of the embedded cascade's runs (autoencoder, base, sr[, interp]) on a synthetic dataset root:
+    5-frame clips, base 16x16, SR 2x to 32x32; text_encoder / text_dim swap in another (e.g. tiny) encoder.
+    interpolation: also a 2x temporal interpolation stage (9-frame 32x32 clips from every 2nd frame), and the base
+    and SR stages then take every 2nd frame (data.frame_stride=2), so the last stage doubles their frame rate."""
     out = Path(out_dir)
     common = ["data=ucf101", f"data.root={data_root}", "data.num_classes=4", "data.num_frames=5", "data.num_workers=0",
               "data.batch_size=2", "autoencoder=micro", "autoencoder.latent_stats_batches=1", "logger=csv", "trainer.enable_progress_bar=false",
@@ -205,23 +216,31 @@ def tiny_cascade_overrides(data_root: str | os.PathLike, out_dir: str | os.PathL
     text = ([f"text.encoder={text_encoder}"] if text_encoder else []) + (
         [f"model.cross_attention_dim={text_dim}"] if text_dim else [])
     ae = f"first_stage_ckpt={out / 'autoencoder' / runs.LAST_CKPT}"
-    return {
+    low_rate = ["data.frame_stride=2"] if interpolation else []
+    stages = {
         "autoencoder": common + ["stage=autoencoder", "data.resolution=32", f"paths.run_dir={out / 'autoencoder'}"],
-        "base": common + text + ["model=walt_tiny_t2v", "data.resolution=16", ae, f"paths.run_dir={out / 'base'}"],
-        "sr": common + text + ["stage=super_resolution", "model=walt_tiny_sr", "data.resolution=32", ae,
-                               f"paths.run_dir={out / 'sr'}"],
+        "base": common + text + low_rate + ["model=walt_tiny_t2v", "data.resolution=16", ae, f"paths.run_dir={out / 'base'}"],
+        "sr": common + text + low_rate + ["stage=super_resolution", "model=walt_tiny_sr", "data.resolution=32", ae,
+                                          f"paths.run_dir={out / 'sr'}"],
     }
+    if interpolation:
+        stages["interp"] = merge_overrides(common, text, [
+            "stage=interpolation", "model=walt_tiny_interp", "data.resolution=32", "data.num_frames=9", "lowres.factor=2",
+            ae, f"paths.run_dir={out / 'interp'}"])
+    return stages
 
 
 def train_tiny_cascade(data_root: str | os.PathLike, out_dir: str | os.PathLike, steps: int = 200,
-                       text_encoder: Optional[str] = None, text_dim: Optional[int] = None) -> dict[str, Path]:
-    """Train the embedded cascade's autoencoder, text-conditioned base and 2x SR stage (CPU-sized);
-    returns their run directories. Each goes through walt-train's path (walt.pipeline.train), so finished
-    runs are skipped."""
+                       text_encoder: Optional[str] = None, text_dim: Optional[int] = None,
+                       interpolation: bool = False) -> dict[str, Path]:
+    """Train the embedded cascade's autoencoder, text-conditioned base and 2x SR stage (CPU-sized), and with
+    `interpolation` a 2x temporal interpolation stage (tiny_cascade_overrides); returns their run directories.
+    Each goes through walt-train's path (walt.pipeline.train), so finished runs are skipped."""
     from walt.pipeline.train import train
 
     dirs = {}
-    for name, overrides in tiny_cascade_overrides(data_root, out_dir, steps, text_encoder, text_dim).items():
+    for name, overrides in tiny_cascade_overrides(data_root, out_dir, steps, text_encoder, text_dim,
+                                                  interpolation).items():
         run = RunConfig.load(overrides)
         train(run)
         dirs[name] = run.run_dir

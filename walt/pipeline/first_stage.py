@@ -74,7 +74,8 @@ def latent_cache_dir(run: RunConfig, ckpt: str) -> Path:
 
     d = run.data
     norm = "norm" if run.diffusion.normalize_latents else "raw"
-    key = f"{d.dataset.value}_s{d.split}_{d.num_frames}x{d.frame_stride}x{d.resolution}_{norm}"
+    res = d.resolution if isinstance(d.resolution, int) else "x".join(map(str, d.frame_size))  # square keys unchanged
+    key = f"{d.dataset.value}_s{d.split}_{d.num_frames}x{d.frame_stride}x{res}_{norm}"
     return cache_dir_for(ckpt, key, Path(run.paths.data_dir) / "latents")
 
 

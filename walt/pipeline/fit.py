@@ -130,7 +130,7 @@ def banner(run: RunConfig, resume: Optional[Path]) -> str:
             f"layout {run.model.layout}" if run.stage == "diffusion" else
             f"stage 1 (autoencoder): base {run.autoencoder.base_channels}, c={run.autoencoder.latent_channels}")
     lines = [f"walt-train: {what}",
-             f"  data: {run.data.dataset.value} {run.clip_frames}x{run.data.resolution}x{run.data.resolution} "
+             f"  data: {run.data.dataset.value} {run.clip_frames}x{run.data.frame_size[0]}x{run.data.frame_size[1]} "
              f"from {run.data.root}" + (f" (latent cache {run.data.latent_cache})" if run.data.latent_cache else ""),
              f"  run directory: {run.run_dir}",
              f"  {resumed(resume)}, {run.trainer.get('max_steps')} steps"]

@@ -6,6 +6,7 @@ from typing import Optional
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.checkpoint import checkpoint
@@ -42,7 +43,9 @@ class WALT(nn.Module):
                  model's clip (cfg.input_size[0] video frames + the appended images; temporal windows
                  that span the clip span them all). Needs temporal_patch_size 1.
       text, text_mask  (B, L, cross_attention_dim) token states and (B, L) keep-mask (None = null text).
-      cond       (B, cond_channels, T, H, W) cascade conditioning concatenated on channels.
+      cond       (B, cond_channels, T, H, W) cascade conditioning concatenated on channels; with
+                 cfg.cond_upsample = s > 1 given as (B, cond_channels, T, H/s, W/s) and brought to (H, W)
+                 by the learned depth-to-space upsampling `cond_proj` (W.A.L.T's super-resolution stages).
       aug_t      (B,) noise-augmentation level t_sr of `cond` (noise_cond; 0 when omitted).
     """
 
@@ -61,6 +64,8 @@ class WALT(nn.Module):
             self.token_type = nn.Parameter(torch.zeros(1, 1 + (self.y_embed is not None), d))
             nn.init.trunc_normal_(self.token_type, std=0.02)
         self.aug_embed = TimestepEmbed(d, cfg.frequency_embedding_size) if cfg.noise_cond else None
+        s_up, k = cfg.cond_upsample, cfg.cond_channels
+        self.cond_proj = nn.Linear(k, s_up * s_up * k) if s_up > 1 else None  # depth-to-space of `cond`
         self.blocks = nn.ModuleList([Block(kind, cfg, text) for kind, text in zip(cfg.blocks, cfg.text_blocks)])
         s, p, _ = cfg.patch
         self.final = FinalLayer(d, s * p * p * cfg.out_channels, adaln=adaln)
@@ -88,6 +93,20 @@ class WALT(nn.Module):
                 nn.init.xavier_uniform_(block.cross_attn.qkv.weight)
                 nn.init.zeros_(block.cross_attn.proj.weight)
                 nn.init.zeros_(block.cross_attn.proj.bias)
+        if self.cond_proj is not None:  # starts as nearest-neighbour upsampling: every s x s block copies its pixel
+            s = self.cfg.cond_upsample
+            with torch.no_grad():
+                self.cond_proj.weight.copy_(torch.eye(self.cfg.cond_channels).repeat_interleave(s * s, dim=0))
+                self.cond_proj.bias.zero_()
+
+    def upsample_cond(self, cond: torch.Tensor) -> torch.Tensor:
+        """(B, k, T, h, w) -> (B, k, T, h s, w s): per latent pixel a learned linear map to s*s*k channels, then
+        depth-to-space (pixel shuffle) per frame; the identity for cond_upsample = 1."""
+        if self.cond_proj is None:
+            return cond
+        s = self.cfg.cond_upsample
+        z = self.cond_proj(rearrange(cond, "b k t h w -> b t h w k"))
+        return rearrange(z, "b t h w (k s1 s2) -> b k t (h s1) (w s2)", s1=s, s2=s)
 
     @property
     def null_class(self) -> int:
@@ -136,10 +155,13 @@ class WALT(nn.Module):
                 mask = context_mask.to(x.dtype).view(B, 1, T, 1, 1).expand(B, 1, T, H, W)
                 parts += [context.to(x.dtype) * mask, mask]
         if self.cfg.cond_channels > 0:
-            if cond is None or cond.shape[1] != self.cfg.cond_channels:
-                raise ValueError(f"the model takes a cond input of {self.cfg.cond_channels} channels "
-                                 f"(cascade stages' low-res latents), got {None if cond is None else tuple(cond.shape)}")
-            parts.append(cond.to(x.dtype))
+            s = self.cfg.cond_upsample
+            want = (self.cfg.cond_channels, x.shape[2], x.shape[3] // s, x.shape[4] // s)
+            if cond is None or tuple(cond.shape[1:]) != want:
+                raise ValueError(f"the model takes a cond input of shape (B, {', '.join(map(str, want))}) (cascade "
+                                 f"stages' low-res latents{f', upsampled {s}x inside' if s > 1 else ''}), got "
+                                 f"{None if cond is None else tuple(cond.shape)}")
+            parts.append(self.upsample_cond(cond.to(x.dtype)))
         return torch.cat(parts, dim=1)
 
     def forward(

@@ -120,6 +120,10 @@ class ModelConfig:
         cond_channels: extra input channels concatenated to x_t, the cascade stages' conditioning (the
             upsampled low-resolution latents of super-resolution, the repeated low-frame-rate latents of
             temporal interpolation); 0 = none.
+        cond_upsample: depth-to-space factor s of `cond` (W.A.L.T's super-resolution): the model takes cond at
+            (T, H/s, W/s), projects every latent pixel linearly to s*s*cond_channels channels and rearranges
+            them into an s x s block per pixel (pixel shuffle, per frame) before the concat; the projection
+            starts as nearest-neighbour upsampling (each block copies its pixel). 1 = cond given at (T, H, W).
         noise_cond: embed the noise-conditioning-augmentation level t_sr of that input and add it to the
             timestep embedding (so it reaches every AdaLN), as the W.A.L.T / Imagen cascades.
         frequency_embedding_size: sinusoidal timestep features fed to the timestep MLP.
@@ -168,6 +172,7 @@ class ModelConfig:
     text_layers: str = "S"
     text_dropout_prob: float = 0.1
     cond_channels: int = 0
+    cond_upsample: int = 1
     noise_cond: bool = False
     frequency_embedding_size: int = 256
     learn_sigma: bool = False
@@ -230,6 +235,10 @@ class ModelConfig:
                              f"valid choices here: {[k for k, v in TEXT_LAYERS.items() if set(v) & set(self.blocks)]}")
         if self.cond_channels < 0:
             raise ValueError(f"cond_channels must be >= 0, got {self.cond_channels}")
+        if self.cond_upsample < 1 or (self.cond_upsample > 1 and (H % self.cond_upsample or W % self.cond_upsample
+                                                                  or not self.cond_channels)):
+            raise ValueError(f"cond_upsample={self.cond_upsample} must be >= 1 and, above 1, divide the latent frame "
+                             f"{H}x{W} of a model with cond_channels > 0 (got cond_channels={self.cond_channels})")
         for name in ("class_dropout_prob", "self_cond_prob", "context_prob", "text_dropout_prob"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be a probability in [0, 1], got {getattr(self, name)}")
@@ -243,8 +252,12 @@ class ModelConfig:
         return from_dict(cls, values, "model")
 
     def to_dict(self) -> dict:
-        """Primitive types only (lists, not tuples), safe for hparams and weights_only checkpoints."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+        """Primitive types only (lists, not tuples), safe for hparams and weights_only checkpoints.
+        cond_upsample only when it is used (> 1), so the stored configs of runs from before it compare equal."""
+        out = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+        if out["cond_upsample"] == 1:
+            del out["cond_upsample"]
+        return out
 
     @property
     def grid(self) -> Tuple[int, int, int]:

@@ -42,10 +42,11 @@ PRESETS: dict[str, dict[str, Any]] = {
 # Text-to-video cascade (Gupta et al. 2023, Sec. 5 / issue 14). Base: text cross-attention in the S layers
 # (keys / values = concat[own window tokens, text states]), caption dropout for CFG, 1 latent frame of frame
 # prediction for long videos by autoregressive extension; captions replace class labels (num_classes = 0).
-# SR: the upsampled low-res latents concatenated on channels (cond_channels = the latent channels) and their
-# noise-conditioning-augmentation level through AdaLN (noise_cond).
+# SR: the low-res latents upsampled 2x in latent space by the model's learned depth-to-space (cond_upsample = 2:
+# a linear map to 4c channels, pixel-shuffled per frame), concatenated on channels (cond_channels = the latent
+# channels), and their noise-conditioning-augmentation level through AdaLN (noise_cond).
 _T2V: dict[str, Any] = dict(text_layers="S", text_dropout_prob=0.1, context_frames=1, context_prob=0.5, num_classes=0)
-_SR: dict[str, Any] = dict(noise_cond=True, num_classes=0)
+_SR: dict[str, Any] = dict(noise_cond=True, num_classes=0, cond_upsample=2)
 PRESETS.update({
     # T5-XXL token states (4096); 17x128x128 -> 5x16x16 latents (the paper continues at 128x224).
     "walt_l_t2v": dict(PRESETS["walt_l"], cross_attention_dim=4096, **_T2V),
@@ -54,6 +55,10 @@ PRESETS.update({
     # CPU-sized cascade: MiniLM token states (384); the tiny cascade's base is 5x16x16 clips -> 2x2x2 latents.
     "walt_tiny_t2v": dict(PRESETS["walt_tiny"], cross_attention_dim=384, **_T2V),
     "walt_tiny_sr": dict(PRESETS["walt_tiny"], cross_attention_dim=384, cond_channels=8, **_SR),
+    # LaVie-style temporal interpolation stage (stage=interpolation), CPU-sized: the low-frame-rate latents repeated
+    # to the model's frames and concatenated on channels, noise-augmented (no spatial upsampling: cond_upsample = 1).
+    "walt_tiny_interp": dict(PRESETS["walt_tiny"], cross_attention_dim=384, cond_channels=8, noise_cond=True,
+                             num_classes=0),
 })
 
 
