@@ -11,7 +11,8 @@
 
 Every stage skips work already done, so an interrupted demo resumes where it stopped. Extra
 arguments are walt-train overrides (e.g. `walt-demo paths.output_dir=/tmp/demo`). The demo ends
-with a check: every trained run must have an fvd_synth at least 2x better than the baseline.
+with a check: every trained run must close at least half of the fvd_synth gap between the untrained
+baseline and its autoencoder's own reconstructions (the best stage 2 can do through that autoencoder).
 """
 from __future__ import annotations
 
@@ -29,7 +30,9 @@ from walt.config import RunConfig
 
 log = logging.getLogger("walt.demo")
 PRESET = ["experiment=demo"]
-MIN_IMPROVEMENT = 2.0
+# fraction of the baseline -> autoencoder-reconstruction fvd_synth gap every trained run must close; measured
+# 0.86-1.04 (p = 1 runs of two demos on 2026-11-23); an untrained baseline's own fvd_synth varied 199-283
+MIN_GAP_CLOSED = 0.5
 
 
 def stage_data(run: RunConfig) -> dict:
@@ -124,20 +127,26 @@ def verdicts(run: RunConfig) -> dict:
 
 
 def check(run: RunConfig) -> dict:
-    """Every trained run's fvd_synth must beat the untrained baseline by MIN_IMPROVEMENT x; the tables'
-    verdicts (resolved beyond noise or not) are reported beside it."""
+    """Every trained run must close at least MIN_GAP_CLOSED of the fvd_synth gap between the untrained
+    baseline and its autoencoder's own reconstructions (rfvd_synth: what a perfect stage 2 would reach
+    through this autoencoder); the tables' verdicts (resolved beyond noise or not) are reported beside it."""
     baseline = runs.read_results(Path(run.paths.output_dir) / "demo_baseline")["metrics"]["fvd_synth"]
     sweep_dir = Path(run.paths.output_dir) / "multirun" / "demo"
-    trained = {p.parent.name: runs.read_results(p.parent)["metrics"].get("fvd_synth")
-               for p in sorted(sweep_dir.glob(f"*/{runs.COMPLETED}"))}
-    ratios = {name: baseline / fvd for name, fvd in trained.items() if fvd}
-    ok = len(ratios) == len(trained) > 0 and min(ratios.values()) >= MIN_IMPROVEMENT
+    metrics = {p.parent.name: runs.read_results(p.parent)["metrics"] for p in sorted(sweep_dir.glob(f"*/{runs.COMPLETED}"))}
+    closed = {}
+    for name, m in metrics.items():
+        fvd, ceiling = m.get("fvd_synth"), m.get("first_stage/rfvd_synth")
+        if fvd is not None and ceiling is not None and baseline > ceiling:
+            closed[name] = (baseline - fvd) / (baseline - ceiling)
+    ok = len(closed) == len(metrics) > 0 and min(closed.values()) >= MIN_GAP_CLOSED
     summary = {"baseline_fvd_synth": round(baseline, 2),
-               "trained_fvd_synth": {k: round(v, 2) for k, v in trained.items() if v},
-               "improvement_x": {k: round(v, 2) for k, v in ratios.items()}, "passed": ok, **verdicts(run)}
+               "trained_fvd_synth": {k: m.get("fvd_synth") and round(m["fvd_synth"], 2) for k, m in metrics.items()},
+               "autoencoder_rfvd_synth": sorted({round(m["first_stage/rfvd_synth"], 2) for m in metrics.values()
+                                                 if m.get("first_stage/rfvd_synth") is not None}),
+               "gap_closed": {k: round(v, 2) for k, v in closed.items()}, "passed": ok, **verdicts(run)}
     if not ok:
-        raise SystemExit(f"demo check failed: trained runs must reach fvd_synth {MIN_IMPROVEMENT}x below the "
-                         f"untrained baseline; got {json.dumps(summary)}")
+        raise SystemExit(f"demo check failed: every trained run must close >= {MIN_GAP_CLOSED:.0%} of the fvd_synth gap "
+                         f"between the untrained baseline and its autoencoder's reconstructions; got {json.dumps(summary)}")
     return summary
 
 

@@ -1,0 +1,37 @@
+"""walt-demo's closing check: trained runs must close enough of the fvd_synth gap between the untrained
+baseline and their autoencoder's reconstructions (the check's logic on written results, no training)."""
+import json
+from types import SimpleNamespace
+
+import pytest
+
+from walt import runs
+from walt.demo import MIN_GAP_CLOSED, check
+
+
+def write(out, baseline, trained):
+    runs.update_results(out / "demo_baseline", metrics={"fvd_synth": baseline})
+    for name, (fvd, rfvd) in trained.items():
+        run_dir = out / "multirun" / "demo" / name
+        runs.update_results(run_dir, metrics={"fvd_synth": fvd, "first_stage/rfvd_synth": rfvd})
+        (run_dir / runs.COMPLETED).touch()
+    (out / "tables").mkdir(exist_ok=True)
+    (out / "tables" / "summary.json").write_text(json.dumps({}))
+    return SimpleNamespace(paths=SimpleNamespace(output_dir=str(out)))
+
+
+def test_runs_at_the_autoencoder_ceiling_pass(tmp_path):
+    # the first runs of a demo on 2026-11-23: baseline 198.7, runs 138.5 / 148.8, autoencoder 140.9
+    summary = check(write(tmp_path, 198.7, {"a": (138.5, 140.9), "b": (148.8, 140.9)}))
+    assert summary["passed"] and summary["gap_closed"] == {"a": 1.04, "b": 0.86}
+
+
+def test_a_run_that_barely_improves_fails_the_demo(tmp_path):
+    bad = 198.7 - (MIN_GAP_CLOSED - 0.1) * (198.7 - 140.9)
+    with pytest.raises(SystemExit, match="gap"):
+        check(write(tmp_path, 198.7, {"a": (138.5, 140.9), "b": (bad, 140.9)}))
+
+
+def test_a_run_without_metrics_fails_the_demo(tmp_path):
+    with pytest.raises(SystemExit, match="gap"):
+        check(write(tmp_path, 198.7, {"a": (138.5, 140.9), "b": (None, None)}))
