@@ -12,6 +12,7 @@ import torch
 from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 from tensorboard.plugins.hparams import metadata as hp_metadata
 
+from conftest import single_thread
 from walt import runs
 from walt.config import RunConfig
 from walt.data.video import ClipSpec, Sampling, count_frames, read_clip
@@ -53,12 +54,10 @@ def trained(tmp_path_factory):
     """Run directories of walt-train: 'ae' (stage 1, 2 steps) and 'dm' (stage 2 on top of it, 6 steps)."""
     tmp = tmp_path_factory.mktemp("runs")
     common = [f"data.root={tmp / 'shapes'}", *DATA, *TRAIN]
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    train(RunConfig.load(["stage=autoencoder", *common, f"paths.run_dir={tmp / 'ae'}"]))
-    train(RunConfig.load(["stage=diffusion", *common, *MODEL, f"first_stage_ckpt={tmp / 'ae' / runs.LAST_CKPT}",
-                          f"paths.run_dir={tmp / 'dm'}"]))
-    torch.set_num_threads(threads)
+    with single_thread():  # module-scoped: set up before the one_thread fixture applies
+        train(RunConfig.load(["stage=autoencoder", *common, f"paths.run_dir={tmp / 'ae'}"]))
+        train(RunConfig.load(["stage=diffusion", *common, *MODEL, f"first_stage_ckpt={tmp / 'ae' / runs.LAST_CKPT}",
+                              f"paths.run_dir={tmp / 'dm'}"]))
     return {"root": tmp, "ae": tmp / "ae", "dm": tmp / "dm"}
 
 

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import single_thread
 from walt import runs
 from walt.config import RunConfig
 from walt.data.video import ClipSpec, Sampling, read_clip, to_model_range, write_video
@@ -48,12 +49,10 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def trained(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("fp")
     common = [f"data.root={tmp / 'shapes'}", *DATA, *TRAIN]
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    train(RunConfig.load(["stage=autoencoder", *common, *AE, f"paths.run_dir={tmp / 'ae'}"]))
-    train(RunConfig.load(["stage=diffusion", *common, *MODEL, f"first_stage_ckpt={tmp / 'ae' / runs.LAST_CKPT}",
-                          f"paths.run_dir={tmp / 'dm'}"]))
-    torch.set_num_threads(threads)
+    with single_thread():  # module-scoped: set up before the one_thread fixture applies
+        train(RunConfig.load(["stage=autoencoder", *common, *AE, f"paths.run_dir={tmp / 'ae'}"]))
+        train(RunConfig.load(["stage=diffusion", *common, *MODEL, f"first_stage_ckpt={tmp / 'ae' / runs.LAST_CKPT}",
+                              f"paths.run_dir={tmp / 'dm'}"]))
     run = RunConfig.stored(tmp / "dm", EVAL)
     module, _ = load_module(run, run.run_dir / runs.LAST_CKPT)
     return {"root": tmp, "dm": tmp / "dm", "run": run, "module": module.float().eval()}
