@@ -27,7 +27,7 @@ test-fast: $(STAMP)
 # Benchmark report (outputs/bench/report.{json,md}); BENCH_ARGS=--quick for a short run. bench-setup installs
 # the benchmark-only extra (diffusers, the peer model) from pyproject's optional-dependencies "bench".
 bench-setup: $(STAMP)
-	$(PY) -m pip install --disable-pip-version-check -q $$($(PY) -c "import tomllib; print(' '.join(repr(r) for r in tomllib.load(open('pyproject.toml', 'rb'))['project']['optional-dependencies']['bench']))")
+	$(PY) -m pip install --disable-pip-version-check -q $$($(PY) -c "import tomllib; print(' '.join(r.replace(' ', '') for r in tomllib.load(open('pyproject.toml', 'rb'))['project']['optional-dependencies']['bench']))")
 
 bench: bench-setup
 	$(PY) benchmarks/run.py $(BENCH_ARGS)

@@ -8,15 +8,18 @@ Matched setting (issue 15): d = 384, 6 heads (64 channels each), 12 transformer 
 (120 tokens of width 4096, T5-XXL's), timestep conditioning only. diffusers' Latte has num_layers
 spatial blocks *and* num_layers temporal blocks, so num_layers = 6 gives its 12 blocks; it is built
 from its config with random weights (Latte's public config: ada_norm_single, gelu-approximate,
-attention bias, no affine norms), nothing is downloaded. Ours:
-  latte_v1  layout s_t (6 S + 6 T blocks), cross-attention in every block (diffusers: spatial ones)
-  walt      layout walt (6 S + 6 ST blocks), ST window = all 16 latent frames x 8 x 8 latent
-            (the paper's 5x8x8 rule: whole clip in time, 8x8 latent = 4x4 tokens at p = 2), cross-attention
+attention bias, no affine norms), nothing is downloaded. Ours (text cross-attention in the spatial blocks, as
+the peer's):
+  latte_v1  our latte_s preset (Latte's design), layout s_t (6 S + 6 T blocks): the matched row
   s_then_t  Latte V2 (6 S blocks, then 6 T); split: V4 (12 blocks, heads split S / T)
   s_plus_t  Latte V3: 12 blocks each with S *and* T attention (one MLP): more attention than the peer's 12
-            blocks, so its ratio is an upper bound; lavie: the same with temporal RoPE (LaVie)
+            blocks; lavie: the lavie preset (the same with temporal RoPE)
+  walt      W.A.L.T's design (qk-norm, relative position bias, AdaLN-LoRA, text keys = [window, text]),
+            layout walt (6 S + 6 ST blocks), ST window = all 16 latent frames x 8 x 8 latent
 All of them run the same step (v-prediction diffusion loss, backward, AdamW), built in one process and
-timed interleaved; the ratio is ours / diffusers of the median step times (< 1 = ours is faster).
+timed interleaved; ratio_vs_diffusers is ours / diffusers of the median step times (< 1 = ours is faster).
+Rows whose design does different work also carry flop_ratio (forward FLOPs, ours / peer's, torch's
+FlopCounterMode) and time_per_flop_ratio (the time ratio per unit of work).
 """
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ import json
 from typing import Optional
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from bench_transformer import TrainStep, autocast
 from common import interleaved, param_count
@@ -60,6 +64,11 @@ class DiffusersLatteStep:
         self.device, self.bf16 = device, bf16
         self.generator = torch.Generator(device=device).manual_seed(seed)
 
+    def forward(self) -> torch.Tensor:
+        """One forward pass on the step's inputs at a mid-schedule timestep (for FLOP counting)."""
+        t = torch.full((self.x0.shape[0],), 500, device=self.device)
+        return self.net(self.x0, t, encoder_hidden_states=self.text, return_dict=False)[0]
+
     def __call__(self) -> None:
         def fn(x, t, sc):
             return self.net(x, t, encoder_hidden_states=self.text, return_dict=False)[0]
@@ -71,19 +80,26 @@ class DiffusersLatteStep:
         self.opt.zero_grad(set_to_none=True)
 
 
+def forward_flops(step) -> int:
+    """FLOPs of one forward pass (matmuls and attention, torch's FlopCounterMode); a training step is ~3x."""
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        step.forward()
+    return counter.get_total_flops()
+
+
 def ours_config(layout: str, *, hidden_size, num_heads, blocks, frames, size, channels, patch_size, text_dim):
-    overrides = dict(in_channels=channels, input_size=(frames, size, size), patch_size=patch_size, depth=blocks,
-                     hidden_size=hidden_size, num_heads=num_heads, num_classes=0, self_cond_prob=0.0,
-                     cross_attention_dim=text_dim)
-    if layout == "latte_v1":
-        overrides.update(layout="s_t")
-    elif layout == "walt":
-        overrides.update(layout="walt", st_window=(frames, 8, 8))
-    elif layout == "lavie":
-        overrides.update(layout="s_plus_t", temporal_pos="rope", zero_init_temporal=True)
-    else:
-        overrides.update(layout=layout)
-    return preset_config("walt_l", **overrides)
+    """Our model for one peer row. Latte rows (latte_v1, s_then_t, s_plus_t, split) are the latte_s preset's
+    design (Latte's: no qk-norm or relative bias, sin-cos positions, S-AdaLN, plain text cross-attention),
+    lavie the lavie preset's; walt is W.A.L.T's (qk-norm, relative bias, AdaLN-LoRA, keys = [window, text]).
+    All at the peer's width, depth, heads, tokens and output (no learned sigma: the peer predicts C values)."""
+    common = dict(in_channels=channels, input_size=(frames, size, size), patch_size=patch_size, depth=blocks,
+                  hidden_size=hidden_size, num_heads=num_heads, num_classes=0, self_cond_prob=0.0,
+                  cross_attention_dim=text_dim, learn_sigma=False)
+    if layout == "walt":
+        return preset_config("walt_l", **common, layout="walt", st_window=(frames, 8, 8))
+    if layout == "lavie":
+        return preset_config("lavie", **common)
+    return preset_config("latte_s", **common, layout="s_t" if layout == "latte_v1" else layout)
 
 
 def peer_ratio(*, device="cpu", bf16=False, hidden_size=384, num_heads=6, blocks=12, frames=16, size=32,
@@ -96,6 +112,7 @@ def peer_ratio(*, device="cpu", bf16=False, hidden_size=384, num_heads=6, blocks
     for name in ours:
         cfg = ours_config(name, **shape, text_dim=text_dim)
         steps[f"ours_{name}"] = TrainStep(cfg, device, batch, bf16, compile, text=(text_len, text_dim))
+    flops = {name: forward_flops(step) for name, step in steps.items()}
     timing = interleaved(steps, repeats, warmup, device)
     ref = timing["diffusers_latte"]["median_s"]
     tokens = batch * frames * (size // patch_size) ** 2
@@ -104,7 +121,11 @@ def peer_ratio(*, device="cpu", bf16=False, hidden_size=384, num_heads=6, blocks
         med = timing[name]["median_s"]
         rows[name] = {"params_m": round(param_count(step.model) / 1e6, 2), "s_per_step": round(med, 3),
                       "tokens_per_s": round(tokens / med, 1), "times_s": timing[name]["times_s"],
-                      "ratio_vs_diffusers": round(med / ref, 3)}
+                      "ratio_vs_diffusers": round(med / ref, 3),
+                      "forward_gflop": round(flops[name] / 1e9, 1),
+                      "flop_ratio": round(flops[name] / flops["diffusers_latte"], 3),
+                      # time per unit of work against the peer's: < 1 = our kernels do the same work faster
+                      "time_per_flop_ratio": round(med / ref * flops["diffusers_latte"] / flops[name], 3)}
         if name != "diffusers_latte":
             cfg = step.cfg
             rows[name]["blocks"] = "/".join(dict.fromkeys(cfg.blocks))

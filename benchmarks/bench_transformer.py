@@ -87,6 +87,11 @@ class TrainStep:
         self.batch = batch
         self.generator = torch.Generator(device=device).manual_seed(seed)
 
+    def forward(self) -> torch.Tensor:
+        """One forward pass on the step's inputs at a mid-schedule timestep (for FLOP counting)."""
+        t = torch.full((self.batch,), 500, device=self.device)
+        return self.net(self.x0, t, **self.kwargs)
+
     def __call__(self) -> None:
         coins = (torch.rand(self.batch, device=self.device, generator=self.generator) < self.cfg.self_cond_prob
                  if self.cfg.self_cond_prob > 0 else False)

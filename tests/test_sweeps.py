@@ -43,53 +43,43 @@ def test_slurm_launcher_submits_one_array_job_per_sweep(tmp_path):
 
 @pytest.mark.slow
 def test_interrupted_sweep_resumes_skips_finished_and_fills_the_table(tmp_path):
-    """Kill a local multirun during its second job, run the same command again: the finished job
-    is skipped, the killed one resumes from its last.ckpt, and Table 3a gets both rows."""
+    """Kill a local multirun (SIGKILL, at step 60 of its second job: tests/helpers/kill_at.py), run the same
+    command again: the finished job is skipped, the killed one resumes from its last.ckpt (step 50), and
+    Table 3a gets both rows."""
     import json
-    import signal
-    import time
+    from pathlib import Path
 
+    import torch
 
     from analysis.cli import main as tables_main
 
     args = ["-m", "experiment=demo", "+sweep=table3a", "model.patch_size=1,2", "seeds=1", f"paths.output_dir={tmp_path}/out",
             f"paths.data_dir={tmp_path}/data", "data.synthetic.num_classes=2", "data.synthetic.num_groups=3",
-            "data.synthetic.resolution=16", "data.num_workers=0", "data.batch_size=4", "first_stage_steps=2", "trainer.max_steps=400",
-            "trainer.val_check_interval=200", "callbacks.model_checkpoint.every_n_train_steps=25",
+            "data.synthetic.resolution=16", "data.num_workers=0", "data.batch_size=4", "first_stage_steps=2", "trainer.max_steps=100",
+            "trainer.val_check_interval=50", "callbacks.model_checkpoint.every_n_train_steps=25",
             "eval.num_samples=8", "eval.num_real=8", "eval.batch_size=8", "eval.sampling_steps=2",
             "eval.extractor_options={epochs: 1, width: 4}", "trainer.enable_progress_bar=false",
-            "~callbacks.rich_progress_bar"]
+            "~callbacks.rich_progress_bar", "+callbacks.kill._target_=kill_at.KillAt", "+callbacks.kill.step=60",
+            "+callbacks.kill.job=1", f"+callbacks.kill.marker={tmp_path}/killed"]
+    env = {"PYTHONPATH": os.pathsep.join([str(Path(__file__).parent / "helpers"), os.environ.get("PYTHONPATH", "")])}
     sweep = tmp_path / "out" / "multirun" / "table3a"
-    code = "import sys; from walt.cli import train; sys.argv[0] = 'walt-train'; train()"
-    proc = subprocess.Popen([sys.executable, "-c", code, *args], cwd=tmp_path, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
-    second = None
-    deadline = time.time() + 400
-    while time.time() < deadline and proc.poll() is None:
-        done = list(sweep.glob("*/COMPLETED"))
-        ckpts = [p for p in sweep.glob("*/checkpoints/last.ckpt") if not (p.parents[1] / "COMPLETED").exists()]
-        if len(done) == 1 and ckpts:
-            second = ckpts[0].parents[1]
-            os.killpg(proc.pid, signal.SIGKILL)
-            break
-        time.sleep(0.2)
-    proc.wait(timeout=60)
-    assert second is not None, "the sweep finished or stalled before the second job could be interrupted"
-    import torch
-
+    killed = walt_train(args, cwd=tmp_path, env=env)
+    assert killed.returncode == -9, killed.stderr[-3000:]
+    jobs = [p for p in sweep.iterdir() if (p / "checkpoints").is_dir()]
+    first, second = sorted(jobs, key=lambda p: not (p / "COMPLETED").exists())
+    assert len(jobs) == 2 and (first / "COMPLETED").exists() and not (second / "COMPLETED").exists()
     killed_at = torch.load(second / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
-    assert 0 < killed_at < 400 and not (second / "COMPLETED").exists()
-    first = next(p.parent for p in sweep.glob("*/COMPLETED"))
+    assert killed_at == 50
     first_mtime = (first / "results.json").stat().st_mtime
 
-    out = walt_train(args, cwd=tmp_path)
+    out = walt_train(args, cwd=tmp_path, env=env)
     assert out.returncode == 0, out.stderr[-3000:]
     log = out.stdout + out.stderr
     assert "is complete" in log and "skipping" in log                      # finished job skipped
     assert f"resuming from {second / 'checkpoints' / 'last.ckpt'} (step {killed_at})" in log
     assert (first / "results.json").stat().st_mtime == first_mtime        # and untouched
     results = json.loads((second / "results.json").read_text())
-    assert results["global_step"] == 400 and (second / "COMPLETED").exists()
+    assert results["global_step"] == 100 and (second / "COMPLETED").exists()
 
     tables_main([str(sweep), "--out", str(tmp_path / "tables"), "--tables", "3a", "--no-control"])
     table = (tmp_path / "tables" / "table3a.md").read_text()

@@ -119,6 +119,32 @@ def test_cross_attention_keys_are_own_tokens_plus_text_and_null_text_is_no_text(
     torch.testing.assert_close(net(x, t, text=other, text_mask=mask), out)
 
 
+def test_plain_cross_attention_reads_text_only_per_token():
+    """text_attention="plain" (Latte / PixArt-alpha): no video keys, so a video token's cross-attention output
+    depends on that token and the text alone; no text or an all-masked caption adds exactly nothing."""
+    net = model(text_attention="plain")
+    attn = randomize(net.blocks[0].cross_attn, 0.5)
+    assert attn.qkv.out_features == attn.proj.in_features  # queries only: no key / value projection of video
+    x, text = torch.randn(2, 5, 4, 4, 32), torch.randn(2, 6, 16)
+    mask = torch.tensor([[True] * 6, [False] * 6])  # sample 1: the null caption
+    out = attn(x, text, mask)
+    x2 = x.clone()
+    x2[0, 2, 1, 3] += 1.0
+    changed = (attn(x2, text, mask) - out).abs().amax(-1) > 0  # (B, T, H, W)
+    assert changed.sum() == 1 and changed[0, 2, 1, 3]
+    assert torch.isfinite(out).all() and out[1].abs().max() == 0 and out[0].abs().max() > 0
+    assert attn(x, None).abs().max() == 0
+    t, xv = torch.tensor([10, 700]), torch.randn(2, 3, 5, 4, 4)
+    zeros, off = null_text(2, 6, 16)
+    torch.testing.assert_close(net(xv, t, text=zeros, text_mask=off), net(xv, t))  # null text == no text
+    other = text.clone()
+    other[0, 3:] = 100.0
+    half = torch.tensor([[True] * 3 + [False] * 3, [True] * 6])
+    torch.testing.assert_close(net(xv, t, text=other, text_mask=half), net(xv, t, text=text, text_mask=half))
+    with pytest.raises(ValueError, match="text_attention"):
+        ModelConfig.from_dict({**MODEL, "text_attention": "concat"})
+
+
 @pytest.mark.parametrize("layers,expect", [("ST", [False, True, False, True]), ("all", [True] * 4)])
 def test_text_layers_ablation(layers, expect):
     net = model(text_layers=layers)

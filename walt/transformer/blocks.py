@@ -55,11 +55,12 @@ class Block(nn.Module):
             self.attn_t = _attention(attentions[1], cfg)
         else:
             self.attn_t = None
-        if text:  # keys / values = concat[the block's own (first) window, text tokens]
+        if text:  # keys / values = concat[the block's own (first) window, text tokens] (or text only)
             self.norm_cross = nn.LayerNorm(d, eps=1e-6)
             window = cfg.windows(kind)[0]
             self.cross_attn = CrossAttention(d, cfg.cross_attention_dim, cfg.num_heads, window,
-                                             qk_norm=cfg.qk_norm, spans_clip=window[0] == cfg.grid[0])
+                                             qk_norm=cfg.qk_norm, spans_clip=window[0] == cfg.grid[0],
+                                             self_keys=cfg.text_attention == "walt")
         else:
             self.cross_attn = None
         self.norm2 = nn.LayerNorm(d, elementwise_affine=affine, eps=1e-6)

@@ -116,6 +116,9 @@ class ModelConfig:
         text_layers: which blocks get it: "S" = blocks with a spatial attention (S, S+T, split; the paper),
             "ST" = blocks whose attention spans frames (ST, T, full; the ablation), "all" = every block.
             The self part of the keys is the block's own first window (one frame for S).
+        text_attention: "walt" = keys / values concat[own window tokens, text] (the paper: it worked better
+            than text alone); "plain" = text tokens only (Latte's / PixArt-alpha's cross-attention, ~1/2.3 of the
+            FLOPs per token: no key / value projection of the video tokens, 120 instead of window + 120 keys).
         text_dropout_prob: probability a training caption is replaced by the null text (for CFG).
         cond_channels: extra input channels concatenated to x_t, the cascade stages' conditioning (the
             upsampled low-resolution latents of super-resolution, the repeated low-frame-rate latents of
@@ -170,6 +173,7 @@ class ModelConfig:
     context_prob: float = 1.0
     cross_attention_dim: Optional[int] = None
     text_layers: str = "S"
+    text_attention: str = "walt"
     text_dropout_prob: float = 0.1
     cond_channels: int = 0
     cond_upsample: int = 1
@@ -228,6 +232,8 @@ class ModelConfig:
             raise ValueError("adaln_lora_rank must be >= 0 (0 = separate AdaLN per block)")
         if not 0 <= self.context_frames <= T:
             raise ValueError(f"context_frames={self.context_frames} must lie in [0, {T}] (latent frames)")
+        if self.text_attention not in ("walt", "plain"):
+            raise ValueError(f"text_attention={self.text_attention!r} is not one of ('walt', 'plain')")
         if self.text_layers not in TEXT_LAYERS:
             raise ValueError(f"text_layers={self.text_layers!r} is not one of {tuple(TEXT_LAYERS)}")
         if self.cross_attention_dim and not any(self.text_blocks):

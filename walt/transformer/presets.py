@@ -12,7 +12,7 @@ from walt.transformer.config import ModelConfig
 
 _LATTE: dict[str, Any] = dict(
     in_channels=4, input_size=(16, 32, 32), patch_size=2, layout="s_t", qk_norm=False, rel_pos_bias=False,
-    pos_embed="sincos", adaln_lora_rank=0, self_cond_prob=0.0, learn_sigma=True,
+    pos_embed="sincos", adaln_lora_rank=0, self_cond_prob=0.0, learn_sigma=True, text_attention="plain",
 )
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -26,7 +26,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     # 32.48M / 129.55M / 456.82M / 673.68M. Variant 1 (alternating S / T blocks); S-AdaLN = a separate
     # adaLN-Zero per block; fixed sin-cos positions (the temporal term is added with the spatial one at
     # the input, Latte adds it before its first temporal block); no qk-norm, no relative bias, no
-    # self-conditioning. Other variants: layout=s_then_t | s_plus_t | split.
+    # self-conditioning; with text (cross_attention_dim), PixArt-alpha's cross-attention (keys = text only).
+    # Other variants: layout=s_then_t | s_plus_t | split.
     "latte_s": dict(_LATTE, depth=12, hidden_size=384, num_heads=6),
     "latte_b": dict(_LATTE, depth=12, hidden_size=768, num_heads=12),
     "latte_l": dict(_LATTE, depth=24, hidden_size=1024, num_heads=16),
