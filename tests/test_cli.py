@@ -40,11 +40,12 @@ def test_walt_info_prints_one_json_line():
     assert len(lines) == 1 and {"autoencoder_params", "input_shape", "latent_shape", "params", "tokens"} <= set(json.loads(lines[0]))
 
 
-def test_walt_data_synthetic_writes_the_dataset(tmp_path):
-    out = run_cli("data", "synthetic", f"paths.data_dir={tmp_path}", "data.synthetic.num_groups=2",
-                  "data.synthetic.num_classes=2", "data.synthetic.resolution=16")
-    assert out.returncode == 0, out.stderr
-    root = json.loads(out.stdout.strip().splitlines()[-1])["root"]
+def test_walt_data_synthetic_writes_the_dataset(tmp_path, capsys):
+    from walt.cli import data
+
+    data(["synthetic", f"paths.data_dir={tmp_path}", "data.synthetic.num_groups=2", "data.synthetic.num_classes=2",
+          "data.synthetic.resolution=16"])  # in-process: a subprocess would spend ~10 s importing Lightning
+    root = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["root"]
     assert root.startswith(str(tmp_path)) and len(list((tmp_path).glob("*/*/*.mp4"))) == 4
 
 

@@ -172,14 +172,14 @@ def test_a_follower_rank_trains_but_leaves_the_run_directory_to_rank_0(tmp_path,
     from test_train import StandIn, make_run
 
     from walt import runs
-    from walt.pipeline.fit import LOCK, train_stage
+    from walt.pipeline.fit import train_stage
 
     monkeypatch.setenv("LOCAL_RANK", "1")
     stand_in = StandIn()
     assert train_stage(make_run(tmp_path, synthetic_root, 2), build=stand_in) == {}
     run_dir = tmp_path / "run"
     assert len(stand_in.made) == 1 and stand_in.made[0].global_step == 2  # it trained
-    for name in (runs.CONFIG, runs.RESULTS, runs.COMPLETED, LOCK):
+    for name in (runs.CONFIG, runs.RESULTS, runs.COMPLETED, runs.LOCK):
         assert not (run_dir / name).exists(), name
 
 

@@ -143,7 +143,7 @@ def test_a_second_process_on_the_same_run_directory_is_refused(tmp_path, synthet
     holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import sys, time
         from pathlib import Path
-        from walt.pipeline.fit import run_lock
+        from walt.runs import run_lock
         with run_lock(Path({str(tmp_path / 'run')!r})):
             print("locked", flush=True)
             time.sleep(60)

@@ -3,16 +3,21 @@
 A run directory holds config.yaml (resolved), overrides.yaml (the Hydra overrides that compose it),
 checkpoints/last.ckpt, tensorboard/, results.json (written atomically) and, once the run finished, the
 COMPLETED marker. Analysis reads only these files, never live objects. `atomic_write` is the one way
-the suite writes a file readers may see half-written.
+the suite writes a file readers may see half-written; `run_lock` keeps one process per run directory.
 """
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import shutil
+import socket
 import tempfile
+import time
 from pathlib import Path
 from typing import IO, Any, Iterator
+
+from filelock import FileLock, Timeout
 
 RESULTS = "results.json"
 COMPLETED = "COMPLETED"
@@ -20,6 +25,7 @@ FAILED = "failure.json"
 CONFIG = "config.yaml"
 OVERRIDES = "overrides.yaml"
 LAST_CKPT = Path("checkpoints") / "last.ckpt"
+LOCK = ".run.lock"
 
 
 @contextlib.contextmanager
@@ -89,3 +95,40 @@ def is_complete(run_dir: str | os.PathLike) -> bool:
 def mark_complete(run_dir: str | os.PathLike) -> None:
     (Path(run_dir) / COMPLETED).write_text("ok\n")
     (Path(run_dir) / FAILED).unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """Hold the run directory for this process; a second process gets an error naming the holder.
+
+    The lock is an OS file lock: it dies with its process, so a crashed run's lock is taken over."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    owner = run_dir / f"{LOCK}.owner"
+    lock = FileLock(str(run_dir / LOCK), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        holder = owner.read_text().strip() if owner.exists() else "another process"
+        raise RuntimeError(f"{run_dir} is in use by {holder}; wait for it to finish or stop it "
+                           f"(one process per run directory)") from None
+    try:
+        owner.write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
+                                     "since": time.strftime("%Y-%m-%d %H:%M:%S")}))
+        yield
+    finally:
+        owner.unlink(missing_ok=True)
+        lock.release()
+
+
+def set_aside(run_dir: Path) -> Path:
+    """force=true: move a run directory's contents (not Hydra's own files) to .replaced/<time>/, with the
+    completion marker renamed, so tables never read the old run and nothing is deleted."""
+    dest = run_dir / ".replaced" / time.strftime("%Y%m%d-%H%M%S")
+    dest.mkdir(parents=True)
+    for item in run_dir.iterdir():
+        if item.name in (".replaced", ".hydra", LOCK, f"{LOCK}.owner") or item.suffix == ".log":
+            continue
+        shutil.move(str(item), dest / item.name)
+    if (dest / COMPLETED).exists():
+        (dest / COMPLETED).rename(dest / f"{COMPLETED}.replaced")
+    return dest

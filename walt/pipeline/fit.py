@@ -9,21 +9,14 @@ marker, so a killed evaluation resumes on re-run without retraining.
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
-import os
-import shutil
-import socket
-import time
 import traceback
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator, Optional
+from typing import Callable, Optional
 
 import lightning as L
 import torch
-from filelock import FileLock, Timeout
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.plugins.environments import SLURMEnvironment
@@ -34,10 +27,10 @@ from walt.config.run import EFFICIENCY_KEYS, RunConfig, differences
 from walt.modules.build import build_module
 from walt.modules.callbacks import RNGState, TrainClock
 from walt.modules.checkpointing import AtomicCheckpointIO, resume_checkpoint
+from walt.runs import LOCK, run_lock, set_aside
 from walt.utils import launch_rank
 
 log = logging.getLogger(__name__)
-LOCK = ".run.lock"
 # settings a resumed run may change (applied from the resume step on); anything else must match
 SAFE_ON_RESUME = (
     "trainer.max_steps", "trainer.val_check_interval", "trainer.limit_val_batches", "trainer.log_every_n_steps",
@@ -65,43 +58,6 @@ def tidy_lightning_logging() -> None:
         logger = logging.getLogger(name)
         if _no_advertising not in logger.filters:
             logger.addFilter(_no_advertising)
-
-
-@contextmanager
-def run_lock(run_dir: Path) -> Iterator[None]:
-    """Hold the run directory for this process; a second process gets an error naming the holder.
-
-    The lock is an OS file lock: it dies with its process, so a crashed run's lock is taken over."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    owner = run_dir / f"{LOCK}.owner"
-    lock = FileLock(str(run_dir / LOCK), timeout=0)
-    try:
-        lock.acquire()
-    except Timeout:
-        holder = owner.read_text().strip() if owner.exists() else "another process"
-        raise RuntimeError(f"{run_dir} is in use by {holder}; wait for it to finish or stop it "
-                           f"(one process per run directory)") from None
-    try:
-        owner.write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
-                                     "since": time.strftime("%Y-%m-%d %H:%M:%S")}))
-        yield
-    finally:
-        owner.unlink(missing_ok=True)
-        lock.release()
-
-
-def set_aside(run_dir: Path) -> Path:
-    """force=true: move a run directory's contents (not Hydra's own files) to .replaced/<time>/, with the
-    completion marker renamed, so tables never read the old run and nothing is deleted."""
-    dest = run_dir / ".replaced" / time.strftime("%Y%m%d-%H%M%S")
-    dest.mkdir(parents=True)
-    for item in run_dir.iterdir():
-        if item.name in (".replaced", ".hydra", LOCK, f"{LOCK}.owner") or item.suffix == ".log":
-            continue
-        shutil.move(str(item), dest / item.name)
-    if (dest / runs.COMPLETED).exists():
-        (dest / runs.COMPLETED).rename(dest / f"{runs.COMPLETED}.replaced")
-    return dest
 
 
 def check_resume(run: RunConfig, stored_path: Path) -> None:
