@@ -64,7 +64,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="also use runs without the COMPLETED marker (or with failure.json)")
     p.add_argument("--baseline", type=Path, metavar="RUN_DIR",
                    help="an untrained model's evaluated run dir (walt-demo's demo_baseline): metrics that do not "
-                        "separate trained rows from it are marked uninformative")
+                        "separate trained rows from it are marked (uninformative: a row no better; not shown better: "
+                        "better, but not beyond seed noise)")
     p.add_argument("--checkpoints", action="store_true",
                    help="metric-against-step tables and plots from results.json `checkpoints` of the given runs")
     p.add_argument("--metrics", default="",
