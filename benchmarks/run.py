@@ -191,9 +191,11 @@ def markdown(report: dict) -> str:
                 f"d={c['hidden_size']}, {c['num_heads']} heads, {c['blocks']} blocks, latents {c['latents']}, "
                 f"p={c['patch_size']}, batch {c['batch']} ({c['tokens_per_step']} tokens), text {c['text']}, "
                 f"{'bf16' if c['bf16'] else 'fp32'}, {c['device']}, {c['threads']} threads, {c['repeats']} repeats", ""]
-        out += _table(["model", "params (M)", "s/step", "tokens/s", "ours / diffusers", "windows"],
-                      [[n, r["params_m"], r["s_per_step"], r["tokens_per_s"], r["ratio_vs_diffusers"],
-                        ", ".join(f"{k} {w}" for k, w in r.get("windows", {}).items())] for n, r in p["models"].items()])
+        out += _table(["model", "params (M)", "s/step", "tokens/s", "ours / diffusers", "FLOPs ours / diffusers",
+                       "time per FLOP ours / diffusers", "windows"],
+                      [[n, r["params_m"], r["s_per_step"], r["tokens_per_s"], r["ratio_vs_diffusers"], r.get("flop_ratio"),
+                        r.get("time_per_flop_ratio"), ", ".join(f"{k} {w}" for k, w in r.get("windows", {}).items())]
+                       for n, r in p["models"].items()])
         out += [f"**worst ratio {p['worst_ratio']} (limit {p['max_ratio']}): {'PASS' if p['passed'] else 'FAIL'}**", ""]
 
     if "stage2" in s and "layouts" in s["stage2"]:
