@@ -332,8 +332,8 @@ def main(argv=None) -> int:
         write()  # after every section: an interrupted run keeps what it measured
     peer = report["sections"].get("peer", {})
     if "passed" in peer and not peer["passed"]:
-        failures.append(f"peer: ours / diffusers step-time ratio {peer['worst_ratio']} exceeds {peer['max_ratio']} "
-                        f"({', '.join(f'{n} {r['ratio_vs_diffusers']}' for n, r in peer['models'].items())})")
+        rows = ", ".join(f"{n} {r['ratio_vs_diffusers']}" for n, r in peer["models"].items())
+        failures.append(f"peer: ours / diffusers step-time ratio {peer['worst_ratio']} exceeds {peer['max_ratio']} ({rows})")
     report["failures"] = failures
     write()
     print((out_dir / "report.md").read_text())

@@ -38,3 +38,11 @@ def test_non_editable_install_runs_info_and_a_tiny_training(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     results = json.loads((work / "outputs" / "runs" / "tiny" / "results.json").read_text())
     assert results["global_step"] == 2 and (work / "outputs" / "runs" / "tiny" / "COMPLETED").exists()
+
+
+@pytest.mark.parametrize("folder", ["benchmarks", "analysis"])
+def test_scripts_outside_the_package_compile_on_this_python(folder):
+    """benchmarks/ and analysis/ are not imported by the other tests: a syntax error there (a 3.12-only
+    f-string once broke `make bench` on 3.11) would otherwise only show when a user runs them."""
+    for path in sorted((ROOT / folder).glob("*.py")):
+        compile(path.read_text(), str(path), "exec")
