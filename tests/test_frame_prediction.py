@@ -98,7 +98,9 @@ def test_prediction_keeps_real_context_and_depends_on_it(trained):
     encoded = module.batch_latents({"video": real[:, :, :CONTEXT_VIDEO]})
     torch.testing.assert_close(own[:, :, :2], encoded, atol=0, rtol=0)  # the context latents are copied in
     change = (own[:, :, 2:] - swapped[:, :, 2:]).abs().amax(dim=(1, 2, 3, 4))
-    assert (change > 0.05).all(), change
+    # same noise and labels, so a model that ignored its context would give exactly 0 here (bitwise). How much one
+    # clip's prediction moves depends on what 30 steps taught: per clip we saw 0.0056-0.78 across suite orders
+    assert (change > 1e-4).all() and change.max() > 0.05, change
     # ... but not with frames after the context (nothing of the future leaks into the context latents)
     future = real.clone()
     future[:, :, CONTEXT_VIDEO:] = real[[1, 2, 0], :, CONTEXT_VIDEO:]
