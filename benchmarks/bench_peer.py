@@ -64,17 +64,16 @@ class DiffusersLatteStep:
         self.device, self.bf16 = device, bf16
         self.generator = torch.Generator(device=device).manual_seed(seed)
 
+    def predict(self, x: torch.Tensor, t: torch.Tensor, self_cond=None) -> torch.Tensor:
+        return self.net(x, t, encoder_hidden_states=self.text, return_dict=False)[0]
+
     def forward(self) -> torch.Tensor:
         """One forward pass on the step's inputs at a mid-schedule timestep (for FLOP counting)."""
-        t = torch.full((self.x0.shape[0],), 500, device=self.device)
-        return self.net(self.x0, t, encoder_hidden_states=self.text, return_dict=False)[0]
+        return self.predict(self.x0, torch.full((self.x0.shape[0],), 500, device=self.device))
 
     def __call__(self) -> None:
-        def fn(x, t, sc):
-            return self.net(x, t, encoder_hidden_states=self.text, return_dict=False)[0]
-
         with autocast(self.device, self.bf16):
-            loss = diffusion_loss(fn, self.schedule, self.x0, "v", generator=self.generator)
+            loss = diffusion_loss(self.predict, self.schedule, self.x0, "v", generator=self.generator)
         loss.backward()
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)

@@ -87,17 +87,19 @@ class TrainStep:
         self.batch = batch
         self.generator = torch.Generator(device=device).manual_seed(seed)
 
+    def predict(self, x: torch.Tensor, t: torch.Tensor, self_cond=None) -> torch.Tensor:
+        return self.net(x, t, self_cond=self_cond, **self.kwargs)
+
     def forward(self) -> torch.Tensor:
         """One forward pass on the step's inputs at a mid-schedule timestep (for FLOP counting)."""
-        t = torch.full((self.batch,), 500, device=self.device)
-        return self.net(self.x0, t, **self.kwargs)
+        return self.predict(self.x0, torch.full((self.batch,), 500, device=self.device))
 
     def __call__(self) -> None:
         coins = (torch.rand(self.batch, device=self.device, generator=self.generator) < self.cfg.self_cond_prob
                  if self.cfg.self_cond_prob > 0 else False)
         with autocast(self.device, self.bf16):
-            loss = diffusion_loss(lambda x, t, sc: self.net(x, t, self_cond=sc, **self.kwargs), self.schedule,
-                                  self.x0, "v", self_condition=coins, generator=self.generator)
+            loss = diffusion_loss(self.predict, self.schedule, self.x0, "v", self_condition=coins,
+                                  generator=self.generator)
         loss.backward()
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)

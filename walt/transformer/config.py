@@ -48,6 +48,7 @@ SDPA_BACKENDS = ("auto", "flash", "efficient", "cudnn", "math")
 POS_EMBEDS = ("learned", "sincos")
 TEMPORAL_POS = ("absolute", "rope")
 CONDITIONINGS = ("adaln", "tokens")
+TEXT_ATTENTIONS = ("walt", "plain")
 # text_layers -> block kinds that get text cross-attention
 TEXT_LAYERS = {"S": ("S", "S+T", "split"), "ST": ("ST", "T", "full"), "all": BLOCK_KINDS}
 
@@ -206,7 +207,7 @@ class ModelConfig:
             self.layout = tuple(self.layout)
         for name, valid in (("image_st_mask", IMAGE_ST_MASKS), ("pos_embed", POS_EMBEDS),
                             ("temporal_pos", TEMPORAL_POS), ("conditioning", CONDITIONINGS),
-                            ("sdpa_backend", SDPA_BACKENDS)):
+                            ("sdpa_backend", SDPA_BACKENDS), ("text_attention", TEXT_ATTENTIONS)):
             if getattr(self, name) not in valid:
                 raise ValueError(f"{name}={getattr(self, name)!r} is not one of {valid}")
         if self.patch_size < 1 or self.temporal_patch_size < 1:
@@ -232,8 +233,6 @@ class ModelConfig:
             raise ValueError("adaln_lora_rank must be >= 0 (0 = separate AdaLN per block)")
         if not 0 <= self.context_frames <= T:
             raise ValueError(f"context_frames={self.context_frames} must lie in [0, {T}] (latent frames)")
-        if self.text_attention not in ("walt", "plain"):
-            raise ValueError(f"text_attention={self.text_attention!r} is not one of ('walt', 'plain')")
         if self.text_layers not in TEXT_LAYERS:
             raise ValueError(f"text_layers={self.text_layers!r} is not one of {tuple(TEXT_LAYERS)}")
         if self.cross_attention_dim and not any(self.text_blocks):
