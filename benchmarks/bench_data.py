@@ -1,12 +1,17 @@
-"""DataModule throughput: clips/s of 17x128x128 clips from mp4, by worker count and decode path.
+"""DataModule throughput: clips/s of 17x128x128 clips from mp4, by worker count, decode path and item dtype.
 
-    python benchmarks/bench_data.py [--videos 24] [--seconds 8] [--rounds 3] [--batch-size 8]
+    python benchmarks/bench_data.py [--videos 24] [--seconds 8] [--repeat 8] [--rounds 3] [--batch-size 8]
 
 The videos are UCF-101-like: 320x240, 25 fps, `--seconds` long, a keyframe every second (web
-video has one every 1-5 s), smooth moving shapes plus sensor-like noise. Decode paths:
+video has one every 1-5 s), smooth moving shapes plus sensor-like noise; the train list names each
+video `--repeat` times, so an epoch is many batches as on a real dataset (a DataLoader drains its
+workers at every epoch end; with 3-batch epochs that drain, not decoding, set the 2-worker figure).
+Configurations (workers, decode path, item dtype):
     seek+resized   keyframe seek, frames converted straight to 128 on the short side (the default)
     seek           keyframe seek, full-size RGB, torch resize
     full           decode from the first frame, full-size RGB, torch resize (the old loader)
+    uint8          items carry pixels, converted to float after the transfer (the default)
+    float32        items converted to [-1, 1] in the worker (the old batch contract: 4x the bytes to move)
 Configurations run in interleaved rounds (A B C A B C ...) so a changing machine load hits all of
 them alike; each figure is the median over rounds, and ratios are of those medians. The first
 batch of every worker is excluded (start-up); workers persist across epochs. The load average is printed: on a shared
@@ -20,16 +25,32 @@ import time
 from pathlib import Path
 
 import numpy as np
+from torch.utils.data import Dataset
 
 from walt.data.datamodule import VideoDataModule
 from walt.data.synthetic import SyntheticSpec, generate, render_clip
-from walt.data.video import write_video
+from walt.data.video import to_model_range, write_video
 
 CLASSES = 4
+CONFIGS = [(0, "full", "uint8"), (0, "seek", "uint8"), (0, "seek+resized", "uint8"), (1, "seek+resized", "uint8"),
+           (2, "seek+resized", "uint8"), (2, "full", "uint8"), (1, "seek+resized", "float32"),
+           (2, "seek+resized", "float32")]
+DEFAULT = "seek+resized", "uint8"
+RATIOS = [  # (name, numerator, denominator, of clips/s "rate" or CPU "ms" per clip); shown when both were measured
+    ("seek vs full decode (0 workers)", (0, "seek", "uint8"), (0, "full", "uint8"), "rate"),
+    ("decode to 128 vs full size (0 workers)", (0, *DEFAULT), (0, "seek", "uint8"), "rate"),
+    ("new loader vs old, seek+resized / full (0 workers)", (0, *DEFAULT), (0, "full", "uint8"), "rate"),
+    ("new loader vs old, seek+resized / full (2 workers)", (2, *DEFAULT), (2, "full", "uint8"), "rate"),
+    ("1 worker vs 0 workers", (1, *DEFAULT), (0, *DEFAULT), "rate"),
+    ("2 workers vs 1 worker", (2, *DEFAULT), (1, *DEFAULT), "rate"),
+    ("CPU per clip, 2 workers vs 1 (1.00: no contention)", (2, *DEFAULT), (1, *DEFAULT), "ms"),
+    ("uint8 vs float32 items (1 worker)", (1, *DEFAULT), (1, "seek+resized", "float32"), "rate"),
+    ("uint8 vs float32 items (2 workers)", (2, *DEFAULT), (2, "seek+resized", "float32"), "rate"),
+]
 
 
-def make_videos(root: Path, n: int, seconds: int, fps: int = 25) -> None:
-    """n videos of 320x240 in the UCF-101 layout (classInd + trainlist01)."""
+def make_videos(root: Path, n: int, seconds: int, fps: int = 25, repeat: int = 1) -> None:
+    """n videos of 320x240 in the UCF-101 layout (classInd + trainlist01 naming each video `repeat` times)."""
     lines = []
     for i in range(n):
         label = i % CLASSES
@@ -45,7 +66,7 @@ def make_videos(root: Path, n: int, seconds: int, fps: int = 25) -> None:
     lists = root / "ucfTrainTestlist"
     lists.mkdir(exist_ok=True)
     (lists / "classInd.txt").write_text("".join(f"{c + 1} C{c}\n" for c in range(CLASSES)))
-    (lists / "trainlist01.txt").write_text("\n".join(lines) + "\n")
+    (lists / "trainlist01.txt").write_text("\n".join(lines * repeat) + "\n")
     (lists / "testlist01.txt").write_text("\n".join(lines[:CLASSES]) + "\n")
 
 
@@ -59,14 +80,32 @@ def _cpu_seconds(pids: list[int]) -> float:
     return total
 
 
-def clips_per_second(root: str, workers: int, path: str, batch_size: int, clips: int) -> tuple[float, float]:
-    """(clips per wall-clock second, CPU milliseconds per clip over the main process and its workers)."""
+class FloatItems(Dataset):
+    """The old batch contract, for comparison: items converted to float in [-1, 1] inside the worker."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int) -> dict:
+        item = self.dataset[i]
+        return {**item, "video": to_model_range(item["video"])}
+
+
+def clips_per_second(root: str, workers: int, path: str, batch_size: int, clips: int,
+                     items: str = "uint8") -> tuple[float, float]:
+    """(clips per wall-clock second, CPU milliseconds per clip over the main process and its workers). The
+    main process converts every batch to float as the DataModule does after the transfer (on the CPU here)."""
     dm = VideoDataModule(dataset="ucf101", root=root, num_classes=CLASSES, num_frames=17, resolution=128,
                          batch_size=batch_size, num_workers=workers, pin_memory=False, persistent_workers=True,
                          probe=False)
     dm.setup("fit")
     dm.train_set.seek = path != "full"
     dm.train_set.decode_resized = path == "seek+resized"
+    if items == "float32":
+        dm.train_set = FloatItems(dm.train_set)
     loader = dm.train_dataloader()
     it = iter(loader)
     for _ in range(max(1, workers)):  # start-up: worker spawn and each worker's first batch
@@ -75,7 +114,7 @@ def clips_per_second(root: str, workers: int, path: str, batch_size: int, clips:
     start, cpu, n = time.perf_counter(), _cpu_seconds(pids), 0
     while n < clips:
         for batch in it:
-            n += batch["video"].shape[0]
+            n += dm.on_after_batch_transfer(batch, 0)["video"].shape[0]
             if n >= clips:
                 break
         it = iter(loader)  # next epoch (persistent workers carry on)
@@ -92,52 +131,65 @@ def probe_cost(root: str, num_classes: int) -> float:
     return (time.perf_counter() - start) / len(dm.train_set) * 1e3
 
 
+def _name(config: tuple[int, str, str]) -> str:
+    workers, path, items = config
+    return f"workers={workers} {path} {items}"
+
+
+def measure(videos: int = 24, seconds: int = 8, repeat: int = 8, rounds: int = 3, batch_size: int = 8,
+            clips: int = 160, configs=CONFIGS, log=print) -> dict:
+    """clips/s and CPU ms per clip of every configuration (medians of interleaved rounds) and their ratios."""
+    rates = {c: [] for c in configs}
+    cpu = {c: [] for c in configs}
+    with tempfile.TemporaryDirectory() as tmp:
+        make_videos(Path(tmp), videos, seconds, repeat=repeat)
+        for r in range(rounds):
+            for c in configs:
+                rate, ms = clips_per_second(tmp, c[0], c[1], batch_size, clips, c[2])
+                rates[c].append(rate)
+                cpu[c].append(ms)
+            log(f"round {r + 1}: " + ", ".join(f"{_name(c)} {rates[c][-1]:.1f}" for c in configs)
+                + f" (load {os.getloadavg()[0]:.2f})")
+    med = {c: statistics.median(v) for c, v in rates.items()}
+    ms = {c: statistics.median(v) for c, v in cpu.items()}
+    ratios = {}
+    for name, top, bottom, of in RATIOS:
+        source = med if of == "rate" else ms
+        if top in source and bottom in source:
+            ratios[name] = source[top] / source[bottom]
+    return {"config": {"videos": videos, "seconds": seconds, "repeat": repeat, "rounds": rounds,
+                       "batch": batch_size, "clips": clips, "clip": "17x128x128 from 320x240 mp4",
+                       "cpus": os.cpu_count()},
+            "clips_per_s": {_name(c): round(v, 1) for c, v in med.items()},
+            "cpu_ms_per_clip": {_name(c): round(v, 1) for c, v in ms.items()},
+            "ratios": {k: round(v, 2) for k, v in ratios.items()}}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--videos", type=int, default=24)
     parser.add_argument("--seconds", type=int, default=8)
+    parser.add_argument("--repeat", type=int, default=8, help="times the train list names each video")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--clips", type=int, default=96, help="clips timed per configuration and round")
+    parser.add_argument("--clips", type=int, default=160, help="clips timed per configuration and round")
     args = parser.parse_args()
-    configs = [(0, "full"), (0, "seek"), (0, "seek+resized"), (1, "seek+resized"), (2, "seek+resized"), (2, "full")]
     print(f"{os.cpu_count()} CPUs; load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     with tempfile.TemporaryDirectory() as tmp:
-        t = time.perf_counter()
         make_videos(Path(tmp), args.videos, args.seconds)
-        print(f"generated {args.videos} mp4 videos of 320x240, {args.seconds} s at 25 fps "
-              f"in {time.perf_counter() - t:.1f} s")
-        print(f"header probe at setup: {probe_cost(tmp, CLASSES):.2f} ms per file (these videos)")
-        with tempfile.TemporaryDirectory() as syn:
-            generate(syn, SyntheticSpec())
-            print(f"header probe at setup: {probe_cost(syn, SyntheticSpec().num_classes):.2f} ms per file "
-                  f"(default synthetic set, 17x64x64)")
-        rates = {c: [] for c in configs}
-        cpu = {c: [] for c in configs}
-        for r in range(args.rounds):
-            for workers, path in configs:
-                rate, ms = clips_per_second(tmp, workers, path, args.batch_size, args.clips)
-                rates[(workers, path)].append(rate)
-                cpu[(workers, path)].append(ms)
-            print(f"round {r + 1}: " + ", ".join(f"{w}w {p} {rates[(w, p)][-1]:.1f}" for w, p in configs)
-                  + f" (load {os.getloadavg()[0]:.2f})")
-        med = {c: statistics.median(v) for c, v in rates.items()}
-        print(f"\nclips/s of 17x128x128 (batch {args.batch_size}, median of {args.rounds} interleaved rounds), "
-              f"and CPU ms per clip (main process + workers; independent of other load):")
-        for (workers, path), rate in med.items():
-            print(f"  workers={workers} {path:<13} {rate:6.1f} clips/s  {statistics.median(cpu[(workers, path)]):6.1f} "
-                  f"CPU ms/clip")
-        print("ratios (same run):")
-        print(f"  seek vs full decode, 0 workers:           {med[(0, 'seek')] / med[(0, 'full')]:.2f}x")
-        print(f"  decode to 128 vs full size, 0 workers:    {med[(0, 'seek+resized')] / med[(0, 'seek')]:.2f}x")
-        print(f"  new loader vs old (seek+resized / full):  {med[(0, 'seek+resized')] / med[(0, 'full')]:.2f}x "
-              f"(0 workers), {med[(2, 'seek+resized')] / med[(2, 'full')]:.2f}x (2 workers)")
-        print(f"  1 worker vs 0 workers:                    {med[(1, 'seek+resized')] / med[(0, 'seek+resized')]:.2f}x")
-        print(f"  2 workers vs 1 worker:                    {med[(2, 'seek+resized')] / med[(1, 'seek+resized')]:.2f}x")
-        one = statistics.median(cpu[(1, "seek+resized")])
-        two = statistics.median(cpu[(2, "seek+resized")])
-        print(f"  CPU per clip, 2 workers vs 1:             {two / one:.2f}x (1.00 = no contention between workers: "
-              f"on 2 free cores 2 workers would give {2 * one / two:.2f}x)")
+        print(f"header probe at setup: {probe_cost(tmp, CLASSES):.2f} ms per file (320x240 videos)")
+    with tempfile.TemporaryDirectory() as syn:
+        generate(syn, SyntheticSpec())
+        print(f"header probe at setup: {probe_cost(syn, SyntheticSpec().num_classes):.2f} ms per file "
+              f"(default synthetic set, 17x64x64)")
+    out = measure(args.videos, args.seconds, args.repeat, args.rounds, args.batch_size, args.clips)
+    print(f"\nclips/s of 17x128x128 (batch {args.batch_size}, median of {args.rounds} interleaved rounds), "
+          f"and CPU ms per clip (main process + workers; independent of other load):")
+    for name, rate in out["clips_per_s"].items():
+        print(f"  {name:<34} {rate:6.1f} clips/s  {out['cpu_ms_per_clip'][name]:6.1f} CPU ms/clip")
+    print("ratios (same run):")
+    for name, r in out["ratios"].items():
+        print(f"  {name:<52} {r:.2f}x")
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 

@@ -10,7 +10,7 @@ Sections (each timed side by side in one process, interleaved, median of repeats
                   attention, Latte V1 = s_t, ...) at one width/depth (bench_transformer.py)
     stage1        tiny autoencoder encode / decode clips/s (bench_autoencoder.py)
     sampling      DDIM sampling time per video with the tiny model, plus decoding (bench_sampling.py)
-    data          DataModule clips/s on the synthetic set, 0 vs 2 workers (bench_data.py)
+    data          DataModule clips/s of 17x128x128 mp4 clips by workers, decode path, item dtype (bench_data.py)
     peer          ours / diffusers' LatteTransformer3DModel step-time ratio at matched width, depth,
                   heads and tokens (bench_peer.py); on CPU the run FAILS (exit 1) above 0.75
     demo_levers   the demo's stage-1 training step per lever (channels_last_3d, smaller preset, batch,
@@ -83,54 +83,12 @@ def section_sampling(args) -> dict:
 
 
 def section_data(args) -> dict:
-    """Call bench_data's functions when their signatures are the ones read here, else run it as a
-    subprocess and parse its JSON (or its 'workers=N: X clips/s' lines)."""
-    epochs = 1 if args.quick else 2
-    try:
-        import tempfile
+    from bench_data import CONFIGS, measure
 
-        import bench_data
-
-        if not all(hasattr(bench_data, n) for n in ("generate", "SyntheticSpec", "clips_per_second")):
-            raise ImportError("bench_data does not expose generate / SyntheticSpec / clips_per_second")
-        with tempfile.TemporaryDirectory() as tmp:
-            spec = bench_data.SyntheticSpec(num_classes=8, num_groups=25, num_frames=17, resolution=64)
-            start = time.perf_counter()
-            bench_data.generate(tmp, spec)
-            gen_s = time.perf_counter() - start
-            rates = {f"workers={w}": round(bench_data.clips_per_second(tmp, w, 16, epochs), 1) for w in (0, 2)}
-        return {"config": {"clips": 200, "clip": "17x64x64 mp4", "batch": 16, "epochs": epochs,
-                           "how": "bench_data functions"}, "generate_s": round(gen_s, 2), "clips_per_s": rates}
-    except (ImportError, TypeError, AttributeError) as exc:
-        return _data_subprocess(epochs, f"{type(exc).__name__}: {exc}")
-
-
-def _data_subprocess(epochs: int, why: str) -> dict:
-    import re
-    import subprocess
-
-    proc = subprocess.run([sys.executable, str(HERE / "bench_data.py"), "--epochs", str(epochs)],
-                          capture_output=True, text=True, cwd=common.ROOT, timeout=900)
-    if proc.returncode:
-        raise RuntimeError(f"bench_data.py failed ({proc.returncode}): {proc.stderr[-2000:]}")
-    out = {"config": {"how": f"subprocess bench_data.py ({why})", "epochs": epochs}}
-    for line in proc.stdout.splitlines():
-        line = line.strip()
-        if line.startswith("{"):
-            try:
-                out.setdefault("json", []).append(json.loads(line))
-                continue
-            except json.JSONDecodeError:
-                pass
-        match = re.match(r"workers=(\d+):\s*([\d.]+)\s*clips/s", line)
-        if match:
-            out.setdefault("clips_per_s", {})[f"workers={match.group(1)}"] = float(match.group(2))
-    if "json" not in out and "clips_per_s" not in out:
-        try:
-            out["json"] = json.loads(proc.stdout)
-        except json.JSONDecodeError:
-            out["stdout"] = proc.stdout[-2000:]
-    return out
+    if args.quick:  # the configurations behind the headline ratios only
+        configs = [c for c in CONFIGS if c[1] == "seek+resized" and c[0] > 0]
+        return measure(videos=12, seconds=4, repeat=8, rounds=1, clips=64, configs=configs)
+    return measure()
 
 
 def section_peer(args) -> dict:
@@ -239,10 +197,11 @@ def markdown(report: dict) -> str:
                        for n, r in s["sampling"]["results"].items()])
 
     if "data" in s and "error" not in s["data"]:
-        out += ["## Data loader", "", f"{s['data'].get('config')}", ""]
-        rates = s["data"].get("clips_per_s", {})
-        out += _table(["loader", "clips/s"], [[k, r] for k, r in rates.items()]) if rates else \
-            ["```", json.dumps({k: val for k, val in s["data"].items() if k != "config"}, indent=1), "```", ""]
+        d = s["data"]
+        out += ["## Data loader", "", f"{d['config']}", ""]
+        out += _table(["loader", "clips/s", "CPU ms/clip"],
+                      [[k, r, d["cpu_ms_per_clip"][k]] for k, r in d["clips_per_s"].items()])
+        out += _table(["ratio (same run)", "x"], [[k, r] for k, r in d["ratios"].items()])
 
     if "demo_levers" in s and "stage1_autoencoder" in s["demo_levers"]:
         a = s["demo_levers"]["stage1_autoencoder"]

@@ -10,7 +10,8 @@ from walt.data.datamodule import VideoDataModule
 from walt.data.datasets import UCF101, VideoFolder
 from walt.data.imagenet import ImageNet
 from walt.data.synthetic import class_names, held_out_groups, render_clip
-from walt.data.video import ClipSpec, Reason, Sampling, VideoDecodeError, read_clip, resize_crop, to_model_range, write_video
+from walt.data.video import (ClipSpec, Reason, Sampling, VideoDecodeError, channels_first, read_clip, resize_crop,
+                             to_model_range, write_video)
 
 from conftest import SMALL_SPEC
 
@@ -43,8 +44,7 @@ def test_ucf_layout_reads_shapes_labels_and_splits(synthetic_root):
     assert all("_g01_" in e.path or "_g02_" in e.path for e in test.items)
     assert not {e.path for e in train.items} & {e.path for e in test.items}
     item = train[5]
-    assert item["video"].shape == (3, 9, 16, 16) and item["video"].dtype == torch.float32
-    assert -1.0 <= item["video"].min() and item["video"].max() <= 1.0
+    assert item["video"].shape == (3, 9, 16, 16) and item["video"].dtype == torch.uint8  # pixels, as decoded
     path, label, caption, _ = train.items[5]
     assert names[item["label"]] in path and label == item["label"]
     captions = json.loads((synthetic_root / "captions.json").read_text())
@@ -70,12 +70,18 @@ def test_decoded_frames_follow_the_requested_offset_and_stride(tmp_path):
 
 
 def test_resize_crop_and_range():
-    video = to_model_range(np.random.randint(0, 256, (3, 40, 60, 3), np.uint8))
-    assert video.shape == (3, 3, 40, 60) and video.min() >= -1 and video.max() <= 1
+    pixels = channels_first(np.random.randint(0, 256, (3, 40, 60, 3), np.uint8))
+    video = to_model_range(pixels)
+    assert pixels.shape == video.shape == (3, 3, 40, 60) and video.dtype == torch.float32
+    assert to_model_range(torch.tensor([0, 255], dtype=torch.uint8)).tolist() == [-1.0, 1.0]
+    assert to_model_range(video) is video  # float input: already in the model's range
     out = resize_crop(video, 32, Sampling.center)
     assert out.shape == (3, 3, 32, 32) and out.min() >= -1 and out.max() <= 1
     same = resize_crop(video[:, :, :32, :32], 32, Sampling.random)
     assert torch.equal(same, video[:, :, :32, :32])
+    # uint8 resizes in uint8, within one grey level of the float path
+    small = resize_crop(pixels, 32, Sampling.center)
+    assert small.dtype == torch.uint8 and (to_model_range(small) - out).abs().max() <= 2 / 255 + 1e-6
 
 
 def ramp_video(path, frames=40, fps=10, gop=4, size=(16, 16), codec="libx264"):
@@ -115,8 +121,8 @@ def test_decoding_at_the_target_size_matches_resizing_after(tmp_path):
     spec = ClipSpec(6, 1, Sampling.center)
     small = read_clip(path, spec, short_side=40)
     assert small.shape == (6, 40, 53, 3)
-    reference = resize_crop(to_model_range(read_clip(path, spec)), 40, Sampling.center)
-    ours = resize_crop(to_model_range(small), 40, Sampling.center)
+    reference = resize_crop(to_model_range(channels_first(read_clip(path, spec))), 40, Sampling.center)
+    ours = resize_crop(to_model_range(channels_first(small)), 40, Sampling.center)
     assert ours.shape == reference.shape == (3, 6, 40, 40)
     diff = (ours - reference).abs()
     assert diff.mean() < 0.01  # swscale bilinear vs torch antialiased bilinear: about one grey level
@@ -207,6 +213,10 @@ def test_datamodule_generates_and_loads_deterministic_val(tmp_path):
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
     assert batch["video"].shape == (4, 3, 9, 16, 16) and batch["label"].shape == (4,)
+    pixels = batch["video"]
+    assert pixels.dtype == torch.uint8  # workers ship pixels; the module receives [-1, 1] after the transfer hook
+    moved = dm.on_after_batch_transfer(dict(batch), 0)["video"]
+    assert moved.dtype == torch.float32 and torch.equal(moved, pixels.float() / 127.5 - 1)
     assert isinstance(batch["caption"], list) and batch["skipped"].sum() == 0
     v1 = torch.cat([b["video"] for b in dm.val_dataloader()])
     v2 = torch.cat([b["video"] for b in dm.val_dataloader()])

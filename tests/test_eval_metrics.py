@@ -20,6 +20,7 @@ from walt.eval import state as S
 from walt.eval import tensorboard as TB
 from walt.eval.checkpoints import run_checkpoints, select_checkpoints, split_ckpt_override
 from walt.eval.cli import main as eval_main
+from walt.data.video import to_model_range
 from walt.eval.reference import reference_clips, reference_datamodule
 from walt.eval.sampling import generate
 from walt.metrics import FeatureStats, c3d_inception_score, image_fidelity
@@ -145,7 +146,7 @@ def images_of_evaluation(run: RunConfig) -> tuple[torch.Tensor, torch.Tensor]:
     module, _ = load_module(run, run.run_dir / runs.LAST_CKPT)
     fake = torch.cat([generate(module, run.eval, s, min(s + 4, 6))[1] for s in (0, 4)])
     subset, _ = reference_clips(run, reference_datamodule(run))
-    real = torch.stack([subset[i]["video"] for i in range(len(subset))])
+    real = to_model_range(torch.stack([subset[i]["video"] for i in range(len(subset))]))
     return to_uint8(fake)[:, :, 0], to_uint8(real)[:, :, 0]  # 1-frame clips -> images
 
 

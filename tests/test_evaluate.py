@@ -15,7 +15,7 @@ from tensorboard.plugins.hparams import metadata as hp_metadata
 from conftest import single_thread
 from walt import runs
 from walt.config import RunConfig
-from walt.data.video import ClipSpec, Sampling, count_frames, read_clip
+from walt.data.video import ClipSpec, Sampling, count_frames, read_clip, to_model_range
 from walt.eval import evaluate as E
 from walt.eval.cli import main as eval_main
 from walt.eval.context import EVAL_DIR, EvalContext
@@ -206,7 +206,7 @@ def test_synth_acc_is_the_class_asked_for_against_the_class_recognised(trained, 
     recognised = ctx.nets.video.probs(videos).argmax(-1)
     assert out["metrics"]["synth_acc"] == pytest.approx((recognised == labels).float().mean().item())
     subset, desc = reference_clips(run, ctx.datamodule, "val")
-    real = torch.stack([subset[i]["video"] for i in range(len(subset))])
+    real = to_model_range(torch.stack([subset[i]["video"] for i in range(len(subset))]))
     truth = torch.tensor([subset[i]["label"] for i in range(len(subset))])
     acc_real = (ctx.nets.video.probs(real).argmax(-1) == truth).float().mean().item()
     assert out["metrics"]["synth_acc_real"] == pytest.approx(acc_real) and 0 <= acc_real <= 1
@@ -271,7 +271,7 @@ def test_autoencoder_eval_reconstruction_metrics_and_resume(trained, tmp_path, m
     # the same numbers by hand: the reference clips through the EMA autoencoder
     ctx = EvalContext.build(run)
     subset, desc = reference_clips(run, ctx.datamodule)
-    real = torch.stack([subset[i]["video"] for i in range(len(subset))])
+    real = to_model_range(torch.stack([subset[i]["video"] for i in range(len(subset))]))
     recon = load_autoencoder(str(run_dir / runs.LAST_CKPT)).reconstruct(real)
     assert len(real) == 4 and out["metrics"]["psnr"] == pytest.approx(frame_psnr(real, recon).mean().item(), rel=1e-5)
     assert out["metrics"]["ssim"] == pytest.approx(frame_ssim(real, recon).mean().item(), rel=1e-4)

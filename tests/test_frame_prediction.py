@@ -16,7 +16,7 @@ import torch
 from conftest import single_thread
 from walt import runs
 from walt.config import RunConfig
-from walt.data.video import ClipSpec, Sampling, read_clip, to_model_range, write_video
+from walt.data.video import ClipSpec, Sampling, channels_first, read_clip, to_model_range, write_video
 from walt.eval import evaluate as E
 from walt.eval.context import EvalContext
 from walt.eval.reference import ContextClips, reference_datamodule
@@ -156,6 +156,7 @@ def test_evaluation_predicts_from_reference_clips_and_records_it(trained, tmp_pa
         assert p["task"] == "frame_prediction", name
         c = p["context"]
         assert (c["latent_frames"], c["video_frames"], c["predicted_video_frames"], c["clip_frames"]) == (2, 5, 4, 9)
+        assert (c["metric_frames"], c["predicted_frames_measured"]) == (run.metric_frames(), run.metric_frames() - 5)
         assert "first 5 frames of the real synthetic train" in c["source"] and "clip j mod 3" in c["source"]
         assert "frame prediction: the first 5 frames (2 latent frames)" in p["notes"]
     p = results["protocol"]["fvd_synth"]
@@ -216,7 +217,7 @@ def test_walt_sample_continues_a_video_file(trained, tmp_path):
     assert manifest["task"] == "frame_prediction" and manifest["shape_ncthw"] == [2, 3, FRAMES, 32, 32]
     assert manifest["context"]["file"] == str(files[0]) and manifest["context"]["predicted_video_frames"] == 4
     # the written sample 0 is the prediction from a.mp4's first frames (to mp4 loss), not from b.mp4's
-    written = to_model_range(read_clip(str(out / "sample_000.mp4"), ClipSpec(FRAMES, 1, Sampling.center)))
+    written = to_model_range(channels_first(read_clip(str(out / "sample_000.mp4"), ClipSpec(FRAMES, 1, Sampling.center))))
     expected = [generate(module, run.eval, 0, 1, [0], context=clip[None])[1][0] for clip, _ in context]
     own, foreign = ((written - e).pow(2).mean() for e in expected)
     assert own < 0.01 and foreign > 5 * own, (own, foreign)

@@ -16,7 +16,7 @@ import torch
 import walt.metrics as M
 from walt.data.datasets import UCF101
 from walt.data.synthetic import SyntheticSpec, generate
-from walt.data.video import ClipSpec, Sampling
+from walt.data.video import ClipSpec, Sampling, to_model_range
 from walt.metrics import synthetic as S
 from walt.metrics.frechet import FeatureStats, frechet_distance, inception_score
 from walt.metrics.i3d import InceptionI3d, preprocess_i3d, same_pad
@@ -321,7 +321,7 @@ def synth(tmp_path_factory):
     for train in (True, False):
         ds = UCF101(str(root), split=1, train=train, clip=ClipSpec(8, 1, Sampling.center), resolution=32)
         clips += [ds[i]["video"] for i in range(len(ds))]
-    return root, ext, torch.stack(clips)  # (128, 3, 8, 32, 32)
+    return root, ext, to_model_range(torch.stack(clips))  # (128, 3, 8, 32, 32) in [-1, 1]
 
 
 def test_fvd_synth_discriminates(synth):

@@ -46,3 +46,20 @@ def test_scripts_outside_the_package_compile_on_this_python(folder):
     f-string once broke `make bench` on 3.11) would otherwise only show when a user runs them."""
     for path in sorted((ROOT / folder).glob("*.py")):
         compile(path.read_text(), str(path), "exec")
+
+
+def test_data_benchmark_measures_its_configurations(monkeypatch):
+    """`make bench`'s data section runs (it once called bench_data with a stale signature and fell back to flags
+    the script did not take): tiny videos, one round, both item contracts; ratios only of what it measured."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    from bench_data import measure
+
+    configs = [(0, "seek+resized", "uint8"), (0, "full", "uint8"), (1, "seek+resized", "uint8"),
+               (1, "seek+resized", "float32")]
+    out = measure(videos=4, seconds=1, repeat=2, rounds=1, batch_size=2, clips=4, configs=configs, log=lambda _: None)
+    assert set(out["clips_per_s"]) == set(out["cpu_ms_per_clip"]) == {
+        "workers=0 seek+resized uint8", "workers=0 full uint8", "workers=1 seek+resized uint8",
+        "workers=1 seek+resized float32"}
+    assert all(v > 0 for v in out["clips_per_s"].values())
+    assert set(out["ratios"]) == {"new loader vs old, seek+resized / full (0 workers)", "1 worker vs 0 workers",
+                                  "uint8 vs float32 items (1 worker)"}

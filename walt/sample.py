@@ -30,7 +30,8 @@ from einops import rearrange
 
 from walt.config.run import RunConfig
 from walt.eval.checkpoints import select_checkpoints, split_ckpt_override
-from walt.data.video import Sampling, VideoDecodeError, read_first_frames, resize_crop, to_model_range
+from walt.data.video import (Sampling, VideoDecodeError, channels_first, read_first_frames, resize_crop,
+                             to_model_range)
 from walt.eval.sampling import class_cycle, eval_device, generate, sampling_settings
 from walt.metrics.c3d import to_uint8
 from walt.modules.build import load_module
@@ -90,7 +91,7 @@ def read_context(run: RunConfig, path: str | os.PathLike) -> tuple[torch.Tensor,
     except VideoDecodeError as err:
         raise ValueError(f"--context {path}: cannot read the first {frames} frames (stride {stride}) the run's "
                          f"{k} latent context frames need: {err.reason.value}: {err.detail}") from err
-    clip = resize_crop(to_model_range(video), res, Sampling.center)
+    clip = to_model_range(resize_crop(channels_first(video), res, Sampling.center))
     return clip, {"file": str(path), "latent_frames": k, "video_frames": frames, "frame_stride": stride,
                   "predicted_video_frames": run.clip_frames - frames}
 

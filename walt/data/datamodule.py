@@ -17,7 +17,7 @@ from walt.data.kinetics import kinetics, kinetics_classes
 from walt.data.latents import LatentDataset
 from walt.data.sampling import ResumableSampler
 from walt.data.synthetic import SyntheticSpec, generate, is_generated
-from walt.data.video import ClipSpec, Reason, Sampling, frame_size
+from walt.data.video import ClipSpec, Reason, Sampling, frame_size, to_model_range
 
 log = logging.getLogger(__name__)
 DATASETS = ("ucf101", "kinetics600", "imagenet", "synthetic")
@@ -26,6 +26,8 @@ IMAGE_SOURCES = ("frames", "imagenet")
 
 class VideoDataModule(L.LightningDataModule):
     """Train/val clip loaders. Validation is deterministic: centred clips and crops, fixed order.
+    Batches leave the workers with uint8 'video' and reach the LightningModule as float in [-1, 1]
+    (on_after_batch_transfer, on the device); loops that read a loader directly call to_model_range.
 
     dataset: one of DATASETS. `synthetic` is the UCF-101 layout, generated under `root` on first use.
     root: dataset directory. split: UCF-101 split 1..3. train_dir/val_dir: split folders of
@@ -203,6 +205,12 @@ class VideoDataModule(L.LightningDataModule):
                         f"{health['bad_total']} of {health['files']} files of {self.root} are unreadable "
                         f"({health['bad']}; > data.max_bad_fraction={self.max_bad_fraction:.1%}). First bad files:\n  "
                         + "\n  ".join(health["bad_files"]))
+        return batch
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        """uint8 clips -> float in [-1, 1], on the device: workers and the host-to-device copy move 4x fewer bytes."""
+        if isinstance(batch, dict) and "video" in batch:
+            batch["video"] = to_model_range(batch["video"])
         return batch
 
     def state_dict(self) -> dict:

@@ -2,7 +2,7 @@
 UCF-101 (and the synthetic set) and class-folder video trees. Kinetics annotation CSVs live in
 kinetics.py, ImageNet in imagenet.py.
 
-Each item is a dict: video (C, T, H, W) float in [-1, 1], label (int), caption (str), index (int:
+Each item is a dict: video (C, T, H, W) uint8 pixels (video.to_model_range: the models' [-1, 1]), label (int), caption (str), index (int:
 the item actually returned), skipped (int: unreadable files passed over to produce it) and
 bad_files (str: the failures first met by this item, see health.encode_failures; "" normally).
 """
@@ -20,8 +20,8 @@ import torch
 from torch.utils.data import Dataset
 
 from walt.data.health import SplitHealth, encode_failures, probe_split
-from walt.data.video import (ClipSpec, Reason, Sampling, VideoDecodeError, probe, read_clip, resize_crop,
-                             to_model_range)
+from walt.data.video import (ClipSpec, Reason, Sampling, VideoDecodeError, channels_first, probe, read_clip,
+                             resize_crop)
 
 log = logging.getLogger(__name__)
 VIDEO_EXTENSIONS = (".avi", ".mp4", ".mkv", ".webm", ".mov")
@@ -75,10 +75,10 @@ class ClipDataset(Dataset):
         return len(self.items)
 
     def load(self, entry: Entry) -> torch.Tensor:
-        """Decoded, resized and cropped clip (C, T, H, W) in [-1, 1]."""
+        """Decoded, resized and cropped clip, uint8 (C, T, H, W)."""
         frames = read_clip(entry.path, self.clip, short_side=self.resolution if self.decode_resized else None,
                            segment=entry.segment, seek=self.seek)
-        return resize_crop(to_model_range(frames), self.resolution, self.crop)
+        return resize_crop(channels_first(frames), self.resolution, self.crop)
 
     def check(self, entry: Entry) -> None:
         """Header-only check of one file: opens, has video, spans a clip (raises VideoDecodeError)."""

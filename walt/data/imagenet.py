@@ -21,7 +21,7 @@ from PIL import Image
 
 from walt.data.datasets import ClipDataset, Entry, drop_missing, require_dir
 from walt.data.health import SplitHealth
-from walt.data.video import Reason, VideoDecodeError, resize_crop, scaled_size, to_model_range
+from walt.data.video import Reason, VideoDecodeError, channels_first, resize_crop, scaled_size
 
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".webp")
 SYNSET_MAPPING = "LOC_synset_mapping.txt"
@@ -54,7 +54,7 @@ class ImageClips(ClipDataset):
 
     def load(self, entry: Entry) -> torch.Tensor:
         frame = read_image(entry.path, self.resolution)[None]  # (1, H, W, 3)
-        return resize_crop(to_model_range(frame), self.resolution, self.crop)
+        return resize_crop(channels_first(frame), self.resolution, self.crop)
 
     def check(self, entry: Entry) -> None:
         """Header only: the file opens as an image (PIL reads no pixels here)."""

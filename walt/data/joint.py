@@ -1,7 +1,7 @@
 """Image-video joint training: single images inside video batches, the two ways of the papers.
 
 Batch contract (every training item has the same keys and the same T, so the default collate stacks them):
-    video           (C, T, H, W) float in [-1, 1]
+    video           (C, T, H, W) uint8 pixels (walt.data.video.to_model_range converts on the device)
     is_image        bool: the sample is made of independent images, no video frames (W.A.L.T)
     frame_is_image  (T,) bool: frames that are independent images; each must be encoded on its own
                     (a 1-frame clip -> 1 latent frame) and must not mix with other frames in time
@@ -9,7 +9,7 @@ Batch contract (every training item has the same keys and the same T, so the def
 
 mix (W.A.L.T): a fraction `image_ratio` of the samples are image samples. An image sample holds
     `images_per_sample` = k images of one class in frames 0..k-1, the remaining T - k frames are
-    zeros (padding: is_image True, frame_is_image False). With k = 1 frame 0 is the image: the causal
+    black (uint8 zeros: padding: is_image True, frame_is_image False). With k = 1 frame 0 is the image: the causal
     encoder's latent frame 0 of the padded clip is exactly the image's latent, the later latent
     frames are padding whose loss must be masked. With k = the latent frame count of a clip (5 for
     17 frames and the /4 causal encoder) and every image encoded alone, an image sample has exactly

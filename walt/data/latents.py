@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
+from walt.data.video import to_model_range
 from walt.weights import file_checksum
 
 log = logging.getLogger(__name__)
@@ -82,7 +83,7 @@ def encode_dataset(module, dataloader, out_dir: str | os.PathLike, shard_size: i
             buffer = []
 
         for batch in dataloader:
-            video = batch["video"].to(module.device)
+            video = to_model_range(batch["video"].to(module.device))
             z = module.encode(video, normalize=True).to("cpu", dtype)  # (B, c, t, h, w), normalised
             n = z.shape[0]
             shape = list(z.shape[1:])

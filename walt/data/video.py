@@ -1,7 +1,7 @@
 """Video decoding (PyAV), clip sampling and the spatial transform shared by every dataset.
 
-Every dataset yields clips as float tensors in [-1, 1] with layout (C, T, H, W); an image is a
-1-frame clip. Two things keep decoding cheap: the reader seeks to the keyframe before the clip
+Every dataset yields clips as uint8 tensors with layout (C, T, H, W) (to_model_range maps them to
+float in [-1, 1] on the device); an image is a 1-frame clip. Two things keep decoding cheap: the reader seeks to the keyframe before the clip
 and decodes forward from there (instead of from the start of the file), and libswscale converts
 each frame straight to the size the model wants (instead of full-size RGB then a torch resize).
 """
@@ -282,10 +282,22 @@ def _decode_seeking(container, stream, fps: Fraction, wanted: range, convert) ->
     return out
 
 
-def to_model_range(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """uint8 (T, H, W, C) -> float (C, T, H, W) in [-1, 1]."""
-    x = torch.as_tensor(frames)
-    return x.permute(3, 0, 1, 2).float().div_(127.5).sub_(1.0)
+def channels_first(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """uint8 (T, H, W, C) frames as decoded -> uint8 (C, T, H, W), the layout of a dataset item's `video`."""
+    return torch.as_tensor(frames).permute(3, 0, 1, 2)
+
+
+def to_model_range(video: torch.Tensor) -> torch.Tensor:
+    """Pixels -> the models' input: uint8 (..., C, T, H, W) -> float32 in [-1, 1], on video's device.
+
+    Clips travel as uint8 from the loader workers to the device (4x less to copy between processes and
+    to the GPU) and are converted here, once per batch (VideoDataModule.on_after_batch_transfer, or the
+    loops that read a DataLoader themselves). A float tensor is taken to be in [-1, 1] already and is
+    returned as is, so converting an already converted batch is harmless.
+    """
+    if video.dtype != torch.uint8:
+        return video
+    return video.float().div_(127.5).sub_(1.0)
 
 
 def resize_crop(video: torch.Tensor, resolution: int | Sequence[int], crop: Sampling,
@@ -293,16 +305,18 @@ def resize_crop(video: torch.Tensor, resolution: int | Sequence[int], crop: Samp
     """Resize the short side to `resolution` (antialiased bilinear), then crop a square; resolution = (H, W):
     resize (aspect kept) to the smallest size covering H x W, then crop H x W.
 
-    video: (C, T, h, w) float. Returns (C, T, H, W). Frames decoded with read_clip(short_side=resolution)
-    are only cropped here.
+    video: (C, T, h, w), uint8 pixels or float in [-1, 1]; the result keeps the dtype. Returns (C, T, H, W).
+    Frames decoded with read_clip(short_side=resolution) are only cropped here.
     """
     _, _, h, w = video.shape
     H, W = frame_size(resolution)
     size = scaled_size(h, w, (H, W))
     if size != (h, w):
-        # interpolate treats T as the batch: (C, T, H, W) -> (T, C, H, W)
+        # interpolate treats T as the batch: (C, T, H, W) -> (T, C, H, W); uint8 saturates, float is clamped
         video = F.interpolate(video.transpose(0, 1), size=size, mode="bilinear", antialias=True, align_corners=False)
-        video = video.transpose(0, 1).clamp_(-1.0, 1.0)
+        video = video.transpose(0, 1)
+        if video.is_floating_point():
+            video = video.clamp_(-1.0, 1.0)
         h, w = size
     if crop == Sampling.center:
         top, left = (h - H) // 2, (w - W) // 2

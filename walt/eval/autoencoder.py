@@ -10,6 +10,7 @@ import dataclasses
 
 import torch
 
+from walt.data.video import to_model_range
 from walt.eval.context import EvalContext, Measurement
 from walt.eval.reference import clip_loader, clips_key, reference_clips
 from walt.eval.state import Progress, fingerprint, progress_bar
@@ -29,7 +30,7 @@ def measure_autoencoder(ctx: EvalContext, module) -> Measurement:
     preview = None
     with progress_bar("reconstructing reference clips", total, done) as update:
         for batch in clip_loader(run, subset, done):
-            x = batch["video"].to(ctx.device)
+            x = to_model_range(batch["video"].to(ctx.device))
             y = module.reconstruct(x).float()
             x, y = x.float().cpu(), y.cpu()
             frames = x.shape[2]
@@ -44,7 +45,7 @@ def measure_autoencoder(ctx: EvalContext, module) -> Measurement:
                 preview = torch.cat([x, y], dim=-1)[:PREVIEW_CLIPS]  # (N, C, T, H, 2W): real | reconstruction
     rows = progress.load().rows
     if preview is None:  # all rows came from the cache: reconstruct the first clips for TensorBoard
-        x = next(iter(clip_loader(run, subset, 0)))["video"][:PREVIEW_CLIPS]
+        x = to_model_range(next(iter(clip_loader(run, subset, 0)))["video"][:PREVIEW_CLIPS])
         preview = torch.cat([x, module.reconstruct(x.to(ctx.device)).float().cpu()], dim=-1)
     meter = ReconstructionMeter(
         net, real_stats=FeatureStats().update(rows["real"]) if net else FeatureStats(),

@@ -89,14 +89,17 @@ def measure_diffusion(ctx: EvalContext, module) -> Measurement:
 
 def _task(ctx: EvalContext, module) -> dict:
     """{"task": "generation"} or, for frame-prediction models, {"task": "frame_prediction", "context": {...}}:
-    how many latent / video frames come from which real clips and how many frames are predicted."""
+    how many latent / video frames come from which real clips, how many frames are predicted, and how many of
+    each the metrics see (K600 with I3D: clips of 17 frames for the causal encoder, FVD on the first 16 =
+    5 context + 11 predicted frames, the paper's protocol)."""
     latent, video = context_frames(module)
     if not latent:
         return {"task": "generation"}
-    source = ctx.context_clips()
+    source, measured = ctx.context_clips(), ctx.run.metric_frames()
     return {"task": "frame_prediction", "context": {
         "latent_frames": latent, "video_frames": video, "predicted_video_frames": ctx.run.clip_frames - video,
-        "clip_frames": ctx.run.clip_frames, "source": f"first {video} frames of the real {source.description}; "
+        "clip_frames": ctx.run.clip_frames, "metric_frames": measured,
+        "predicted_frames_measured": measured - video, "source": f"first {video} frames of the real {source.description}; "
                                                       f"sample j continues clip j mod {len(source)}"}}
 
 
@@ -115,7 +118,8 @@ def _notes(module, s: dict, task: dict) -> str:
         c = task["context"]
         labels = (f"frame prediction: the first {c['video_frames']} frames ({c['latent_frames']} latent frames) of "
                   f"each real clip encoded as context, {c['predicted_video_frames']} frames predicted, metrics on "
-                  f"whole clips (decoded context frames included)" + (", labels of the real clips" if nc else ""))
+                  f"the first {c['metric_frames']} frames ({c['video_frames']} decoded context + "
+                  f"{c['predicted_frames_measured']} predicted)" + (", labels of the real clips" if nc else ""))
     else:
         labels = f"labels uniform over {nc} classes" if nc else "unconditional"
     return (f"{s['sampler']} {s['sampling_steps']} steps (eta {s['eta']}), guidance {s['guidance_scale']}, "

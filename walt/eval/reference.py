@@ -17,6 +17,7 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 from walt.config.run import RunConfig
+from walt.data.video import to_model_range
 from walt.eval.extractors import Network
 from walt.eval.state import Partial, Progress, progress_bar
 from walt.metrics import FeatureStats
@@ -82,7 +83,7 @@ def real_pass(run: RunConfig, net: Network, cache_dir: Path, datamodule, split: 
         last_commit, commit_cost = 0.0, 0.0
         with progress_bar(f"reference clips through {net.tag}", total, done) as update:
             for batch in clip_loader(run, subset, done):
-                out = {**net.outputs(batch["video"]), "labels": np.asarray(batch["label"], dtype=np.int64)}
+                out = {**net.outputs(to_model_range(batch["video"])), "labels": np.asarray(batch["label"], dtype=np.int64)}
                 stats.update(out["features"].reshape(-1, out["features"].shape[-1]))
                 for k in keep:
                     pending[k].append(out[k])
@@ -116,6 +117,6 @@ class ContextClips:
     def clips(self, start: int, stop: int) -> tuple[torch.Tensor, dict[int, int]]:
         """(videos (B, C, T, H, W) in [-1, 1], {sample index: its clip's label}) of samples start..stop-1."""
         items = [self.subset[j % len(self.subset)] for j in range(start, stop)]
-        videos = torch.stack([torch.as_tensor(item["video"]) for item in items])
+        videos = to_model_range(torch.stack([torch.as_tensor(item["video"]) for item in items]))
         labels = {j: int(item["label"]) for j, item in zip(range(start, stop), items) if "label" in item}
         return videos, labels

@@ -112,7 +112,7 @@ def _load_clips(dataset: ClipDataset) -> tuple[torch.Tensor, torch.Tensor]:
     videos, labels = [], []
     for i in range(len(dataset)):
         item = dataset[i]
-        videos.append(((item["video"] + 1) * 127.5).round().to(torch.uint8))
+        videos.append(item["video"])
         labels.append(item["label"])
     return torch.stack(videos), torch.tensor(labels)
 

@@ -20,6 +20,7 @@ from walt.autoencoder.config import AutoencoderConfig
 from walt.autoencoder.discriminator import Discriminator3d
 from walt.autoencoder.losses import AutoencoderLoss, PerceptualLoss, VGG16_WEIGHTS, perceptual_weights_path
 from walt.autoencoder.model import CausalAutoencoder
+from walt.data.video import to_model_range
 from walt.modules.ema import EMA
 from walt.modules.schedules import set_base_lrs
 
@@ -108,7 +109,7 @@ class AutoencoderModule(L.LightningModule):
         for i, batch in enumerate(dataloader):
             if i >= max_batches:
                 break
-            z = model.encode(batch["video"].to(self.device, non_blocking=True)).double()
+            z = model.encode(to_model_range(batch["video"].to(self.device, non_blocking=True))).double()
             z = rearrange(z, "b c t h w -> c (b t h w)")
             acc += torch.stack([torch.full((c,), z.shape[1], dtype=z.dtype, device=z.device), z.sum(1), z.pow(2).sum(1)])
         if self._trainer is not None:
