@@ -357,6 +357,24 @@ def test_synthetic_classifier_is_cached_and_reloaded(synth, monkeypatch):
     torch.testing.assert_close(from_dm.features(videos[:4]), ext.features(videos[:4]))
 
 
+
+def test_synthetic_classifier_weights_do_not_depend_on_the_thread_count(synth):
+    """The metric's classifier is trained single-threaded: fitting under 1 and 2 threads gave different weights
+    (max 1.5e-3 apart on the demo set, so another fvd_synth scale) when it used the caller's thread count."""
+    root, _, _ = synth
+    cfg = S.SynthClassifierConfig(num_frames=8, resolution=32, width=8, epochs=2, batch_size=16, lr=6e-3)
+    before = torch.get_num_threads()
+    states = []
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            states.append(M.train_synthetic_classifier(str(root), cfg, cache=False).state_dict())
+            assert torch.get_num_threads() == n  # restored after the fit
+    finally:
+        torch.set_num_threads(before)
+    for k in states[0]:
+        assert torch.equal(states[0][k], states[1][k]), k
+
 # ---------------------------------------------------------------- reconstruction metrics and protocol
 
 

@@ -179,7 +179,13 @@ def train_synthetic_classifier(source, config: SynthClassifierConfig = SynthClas
     model = SynthClassifier(len(dataset.classes), config).to(device)
     videos, labels = _load_clips(dataset)
     start = time.perf_counter()
-    accuracy = _fit(model, videos, labels, device)
+    threads = torch.get_num_threads()
+    if device.type == "cpu":  # one thread: the same weights whatever the caller's thread count (2 threads
+        torch.set_num_threads(1)  # gave another file, so another fvd_synth scale, than 1); ~1.5x the time
+    try:
+        accuracy = _fit(model, videos, labels, device)
+    finally:
+        torch.set_num_threads(threads)
     log.info("trained synthetic-metric classifier on %d clips in %.1fs (train accuracy %.3f)",
              len(videos), time.perf_counter() - start, accuracy)
     if path is not None:
