@@ -180,10 +180,10 @@ def check_against_baseline(table: Table, baseline: Mapping[str, Any], *, alpha: 
 
     A metric *separates* when every row with runs is better than the baseline's value (by the
     metric's direction) and, for rows with n >= 2, a one-sample t-test of the row against that value
-    gives p < alpha. A metric with a row no better than the baseline has its marks replaced by
-    "uninformative (≈ untrained)"; one whose rows are all better but some not beyond noise (n too small:
-    with n = 2 the test needs |t| > 12.7) by "not shown better than untrained"; each with a note.
-    Returns the quantities flagged.
+    gives p < alpha. A metric with a row no better than the baseline has all its marks replaced by
+    "uninformative (≈ untrained)"; when every row is better but some not beyond noise (n too small: with
+    n = 2 the test needs |t| > 12.7), those rows' marks become "not shown better than untrained" and the
+    rows shown better keep their verdicts; each with a note. Returns the quantities flagged.
     """
     from scipy import stats as st
 
@@ -199,7 +199,7 @@ def check_against_baseline(table: Table, baseline: Mapping[str, Any], *, alpha: 
         filled = {lb: s for lb, s in rows.items() if s.n > 0 and not math.isnan(s.mean)}
         if not filled:
             continue
-        worse, unshown = [], []  # not better than untrained / better, but the row's n cannot show it
+        worse, unshown = [], {}  # not better than untrained / better, but the row's n cannot show it
         for lb, s in filled.items():
             if direction_of(s.mean, base, quantity.better) != "better":
                 worse.append(lb)
@@ -207,14 +207,18 @@ def check_against_baseline(table: Table, baseline: Mapping[str, Any], *, alpha: 
                 t = (s.mean - base) / s.se
                 p = float(2 * st.t.sf(abs(t), s.n - 1))
                 if p >= alpha:
-                    unshown.append(f"{lb} (n={s.n}, p={p:.2g})")
+                    unshown[lb] = f"{lb} (n={s.n}, p={p:.2g})"
         if not (worse or unshown):
             continue
         flagged.append(q)
-        table.uninformative.append(q)
         col, label = table.marks[q], table.columns[q][1]
-        mark = "uninformative (≈ untrained)" if worse else "not shown better than untrained"
-        table.frame[col] = [mark if t else t for t in table.frame[col].tolist()]
+        labels = [str(lb) for lb in table.frame[table.axis_column].tolist()]
+        if worse:
+            table.uninformative.append(q)
+            table.frame[col] = ["uninformative (≈ untrained)" if t else t for t in table.frame[col].tolist()]
+        else:
+            table.frame[col] = ["not shown better than untrained" if t and lb in unshown else t
+                                for lb, t in zip(labels, table.frame[col].tolist())]
         if worse:
             table.notes.append(
                 f"{label} does not separate trained runs from the untrained baseline ({base:.4g}) in row(s) "
@@ -222,6 +226,6 @@ def check_against_baseline(table: Table, baseline: Mapping[str, Any], *, alpha: 
         else:  # with n = 2 a t-test needs |t| > 12.7 for p < 0.05: more seeds decide it
             table.notes.append(
                 f"{label}: every row is better than the untrained baseline ({base:.4g}), but not beyond noise in "
-                f"row(s) {', '.join(unshown)} (t-test, alpha {alpha}); more seeds would decide whether row "
-                f"differences in this metric are evidence.")
+                f"row(s) {', '.join(unshown.values())} (t-test, alpha {alpha}); more seeds would decide whether "
+                f"those rows' differences in this metric are evidence.")
     return flagged

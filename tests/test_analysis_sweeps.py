@@ -420,6 +420,17 @@ def test_baseline_flags_metrics_that_do_not_separate_from_untrained(demo_sweep, 
     md = (out / "table3a.md").read_text()
     assert "not shown better than untrained" in md and "uninformative" not in md
     assert "IS_synth (ours): every row is better than the untrained baseline (1.035), but not beyond noise" in md
+    # only the rows the baseline cannot show better lose their verdict: against fvd_synth 1.55, p=1 (1.00) is
+    # clearly better and keeps its mark, p=2 (1.50, t ~ 1.8 at n = 3) is not shown better
+    baseline = tmp_path / "demo_baseline_3"
+    write_run(baseline, cfg, {"fvd_synth": 1.55, "is_synth": 1.0, "synth_acc": 0.0}, completed=False,
+              baseline="untrained", global_step=0)
+    assert main([str(demo_sweep), "--out", str(out), "--baseline", str(baseline)]) == 0
+    md = (out / "table3a.md").read_text()
+    row1 = next(line for line in md.splitlines() if line.startswith("| 1 |"))
+    row2 = next(line for line in md.splitlines() if line.startswith("| 2 |"))
+    assert "not shown better" not in row1 and row2.count("not shown better than untrained") == 1
+    assert "worse (p<0.001; paper: worse)" not in row2 and "not beyond noise in row(s) 2 (n=3" in md
 
     summary = table3(collect_runs(demo_sweep), "3a").summary("fvd")
     assert summary["metric"] == "fvd_synth" and summary["reference"] == "1" and list(summary["rows"]) == ["2"]
