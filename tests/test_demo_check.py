@@ -17,7 +17,7 @@ def write(out, baseline, trained):
         (run_dir / runs.COMPLETED).touch()
     (out / "tables").mkdir(exist_ok=True)
     (out / "tables" / "summary.json").write_text(json.dumps({}))
-    return SimpleNamespace(paths=SimpleNamespace(output_dir=str(out)))
+    return SimpleNamespace(paths=SimpleNamespace(output_dir=str(out)), first_stage_steps=200)
 
 
 def test_runs_at_the_autoencoder_ceiling_pass(tmp_path):
@@ -35,3 +35,9 @@ def test_a_run_that_barely_improves_fails_the_demo(tmp_path):
 def test_a_run_without_metrics_fails_the_demo(tmp_path):
     with pytest.raises(SystemExit, match="gap"):
         check(write(tmp_path, 198.7, {"a": (138.5, 140.9), "b": (None, None)}))
+
+
+def test_an_autoencoder_no_better_than_untrained_is_named_as_the_failure(tmp_path):
+    # a fresh clone's demo on a Zen 5 VM, 2026-11-23: the 200-step autoencoder reached 14.6 dB, rfvd_synth 222
+    with pytest.raises(SystemExit, match=r"autoencoder's reconstructions \(rfvd_synth 222.0\) are no better"):
+        check(write(tmp_path, 220.37, {"a": (214.61, 222.0), "b": (207.92, 222.0)}))

@@ -145,6 +145,12 @@ def check(run: RunConfig) -> dict:
                "autoencoder_rfvd_synth": sorted({round(m["first_stage/rfvd_synth"], 2) for m in metrics.values()
                                                  if m.get("first_stage/rfvd_synth") is not None}),
                "gap_closed": {k: round(v, 2) for k, v in closed.items()}, "passed": ok, **verdicts(run)}
+    ceilings = summary["autoencoder_rfvd_synth"]
+    if ceilings and max(ceilings) >= baseline:  # nothing for stage 2 to close: the autoencoder is the failure
+        raise SystemExit(f"demo check failed: the autoencoder's reconstructions (rfvd_synth {max(ceilings):.1f}) are no "
+                         f"better than an untrained stage 2 (fvd_synth {baseline:.1f}) to the metric's classifier, so "
+                         f"stage 2 cannot be judged: the {run.first_stage_steps}-step autoencoder did not train enough "
+                         f"on this machine (see its psnr in the autoencoder's results.json); got {json.dumps(summary)}")
     if not ok:
         raise SystemExit(f"demo check failed: every trained run must close >= {MIN_GAP_CLOSED:.0%} of the fvd_synth gap "
                          f"between the untrained baseline and its autoencoder's reconstructions; got {json.dumps(summary)}")
