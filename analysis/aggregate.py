@@ -212,18 +212,16 @@ def check_against_baseline(table: Table, baseline: Mapping[str, Any], *, alpha: 
             continue
         flagged.append(q)
         col, label = table.marks[q], table.columns[q][1]
-        labels = [str(lb) for lb in table.frame[table.axis_column].tolist()]
         if worse:
             table.uninformative.append(q)
             table.frame[col] = ["uninformative (≈ untrained)" if t else t for t in table.frame[col].tolist()]
-        else:
-            table.frame[col] = ["not shown better than untrained" if t and lb in unshown else t
-                                for lb, t in zip(labels, table.frame[col].tolist())]
-        if worse:
             table.notes.append(
                 f"{label} does not separate trained runs from the untrained baseline ({base:.4g}) in row(s) "
                 f"{', '.join(worse)}: differences between rows in this metric are not evidence at this budget.")
         else:  # with n = 2 a t-test needs |t| > 12.7 for p < 0.05: more seeds decide it
+            labels = [str(lb) for lb in table.frame[table.axis_column].tolist()]
+            table.frame[col] = ["not shown better than untrained" if t and lb in unshown else t
+                                for lb, t in zip(labels, table.frame[col].tolist())]
             table.notes.append(
                 f"{label}: every row is better than the untrained baseline ({base:.4g}), but not beyond noise in "
                 f"row(s) {', '.join(unshown.values())} (t-test, alpha {alpha}); more seeds would decide whether "

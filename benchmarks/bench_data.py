@@ -138,11 +138,13 @@ def _name(config: tuple[int, str, str]) -> str:
 
 def measure(videos: int = 24, seconds: int = 8, repeat: int = 8, rounds: int = 3, batch_size: int = 8,
             clips: int = 160, configs=CONFIGS, log=print) -> dict:
-    """clips/s and CPU ms per clip of every configuration (medians of interleaved rounds) and their ratios."""
+    """clips/s and CPU ms per clip of every configuration (medians of interleaved rounds), their ratios, and the
+    setup-time header probe's cost per file of the same videos."""
     rates = {c: [] for c in configs}
     cpu = {c: [] for c in configs}
     with tempfile.TemporaryDirectory() as tmp:
         make_videos(Path(tmp), videos, seconds, repeat=repeat)
+        probe_ms = probe_cost(tmp, CLASSES)
         for r in range(rounds):
             for c in configs:
                 rate, ms = clips_per_second(tmp, c[0], c[1], batch_size, clips, c[2])
@@ -162,7 +164,7 @@ def measure(videos: int = 24, seconds: int = 8, repeat: int = 8, rounds: int = 3
                        "cpus": os.cpu_count()},
             "clips_per_s": {_name(c): round(v, 1) for c, v in med.items()},
             "cpu_ms_per_clip": {_name(c): round(v, 1) for c, v in ms.items()},
-            "ratios": {k: round(v, 2) for k, v in ratios.items()}}
+            "ratios": {k: round(v, 2) for k, v in ratios.items()}, "probe_ms_per_file": round(probe_ms, 2)}
 
 
 def main():
@@ -175,14 +177,12 @@ def main():
     parser.add_argument("--clips", type=int, default=160, help="clips timed per configuration and round")
     args = parser.parse_args()
     print(f"{os.cpu_count()} CPUs; load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    with tempfile.TemporaryDirectory() as tmp:
-        make_videos(Path(tmp), args.videos, args.seconds)
-        print(f"header probe at setup: {probe_cost(tmp, CLASSES):.2f} ms per file (320x240 videos)")
     with tempfile.TemporaryDirectory() as syn:
         generate(syn, SyntheticSpec())
         print(f"header probe at setup: {probe_cost(syn, SyntheticSpec().num_classes):.2f} ms per file "
               f"(default synthetic set, 17x64x64)")
     out = measure(args.videos, args.seconds, args.repeat, args.rounds, args.batch_size, args.clips)
+    print(f"header probe at setup: {out['probe_ms_per_file']:.2f} ms per file (320x240 videos)")
     print(f"\nclips/s of 17x128x128 (batch {args.batch_size}, median of {args.rounds} interleaved rounds), "
           f"and CPU ms per clip (main process + workers; independent of other load):")
     for name, rate in out["clips_per_s"].items():

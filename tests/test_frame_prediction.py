@@ -217,7 +217,8 @@ def test_walt_sample_continues_a_video_file(trained, tmp_path):
     assert manifest["task"] == "frame_prediction" and manifest["shape_ncthw"] == [2, 3, FRAMES, 32, 32]
     assert manifest["context"]["file"] == str(files[0]) and manifest["context"]["predicted_video_frames"] == 4
     # the written sample 0 is the prediction from a.mp4's first frames (to mp4 loss), not from b.mp4's
-    written = to_model_range(channels_first(read_clip(str(out / "sample_000.mp4"), ClipSpec(FRAMES, 1, Sampling.center))))
+    frames = read_clip(str(out / "sample_000.mp4"), ClipSpec(FRAMES, 1, Sampling.center))
+    written = to_model_range(channels_first(frames))
     expected = [generate(module, run.eval, 0, 1, [0], context=clip[None])[1][0] for clip, _ in context]
     own, foreign = ((written - e).pow(2).mean() for e in expected)
     assert own < 0.01 and foreign > 5 * own, (own, foreign)

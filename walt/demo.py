@@ -147,8 +147,8 @@ def check(run: RunConfig) -> dict:
                "gap_closed": {k: round(v, 2) for k, v in closed.items()}, "passed": ok, **verdicts(run)}
     ceilings = summary["autoencoder_rfvd_synth"]
     if ceilings and max(ceilings) >= baseline:  # nothing for stage 2 to close: the autoencoder is the failure
-        raise SystemExit(f"demo check failed: the autoencoder's reconstructions (rfvd_synth {max(ceilings):.1f}) are no "
-                         f"better than an untrained stage 2 (fvd_synth {baseline:.1f}) to the metric's classifier, so "
+        raise SystemExit(f"demo check failed: the autoencoder's reconstructions (rfvd_synth {max(ceilings):.1f}) are "
+                         f"no better than an untrained stage 2 (fvd_synth {baseline:.1f}) to the metric's classifier, so "
                          f"stage 2 cannot be judged: the {run.first_stage_steps}-step autoencoder did not train enough "
                          f"on this machine (see its psnr in the autoencoder's results.json); got {json.dumps(summary)}")
     if not ok:

@@ -9,8 +9,8 @@ Batch contract (every training item has the same keys and the same T, so the def
 
 mix (W.A.L.T): a fraction `image_ratio` of the samples are image samples. An image sample holds
     `images_per_sample` = k images of one class in frames 0..k-1, the remaining T - k frames are
-    black (uint8 zeros: padding: is_image True, frame_is_image False). With k = 1 frame 0 is the image: the causal
-    encoder's latent frame 0 of the padded clip is exactly the image's latent, the later latent
+    black (uint8 zeros) padding (is_image True, frame_is_image False). With k = 1 frame 0 is the image:
+    the causal encoder's latent frame 0 of the padded clip is exactly the image's latent, the later latent
     frames are padding whose loss must be masked. With k = the latent frame count of a clip (5 for
     17 frames and the /4 causal encoder) and every image encoded alone, an image sample has exactly
     the latent shape of a video sample and no padding.

@@ -1,9 +1,10 @@
 """Video decoding (PyAV), clip sampling and the spatial transform shared by every dataset.
 
 Every dataset yields clips as uint8 tensors with layout (C, T, H, W) (to_model_range maps them to
-float in [-1, 1] on the device); an image is a 1-frame clip. Two things keep decoding cheap: the reader seeks to the keyframe before the clip
-and decodes forward from there (instead of from the start of the file), and libswscale converts
-each frame straight to the size the model wants (instead of full-size RGB then a torch resize).
+float in [-1, 1] on the device); an image is a 1-frame clip. Two things keep decoding cheap: the
+reader seeks to the keyframe before the clip and decodes forward from there (instead of from the
+start of the file), and libswscale converts each frame straight to the size the model wants
+(instead of full-size RGB then a torch resize).
 """
 from __future__ import annotations
 

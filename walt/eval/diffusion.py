@@ -98,9 +98,8 @@ def _task(ctx: EvalContext, module) -> dict:
     source, measured = ctx.context_clips(), ctx.run.metric_frames()
     return {"task": "frame_prediction", "context": {
         "latent_frames": latent, "video_frames": video, "predicted_video_frames": ctx.run.clip_frames - video,
-        "clip_frames": ctx.run.clip_frames, "metric_frames": measured,
-        "predicted_frames_measured": measured - video, "source": f"first {video} frames of the real {source.description}; "
-                                                      f"sample j continues clip j mod {len(source)}"}}
+        "clip_frames": ctx.run.clip_frames, "metric_frames": measured, "predicted_frames_measured": measured - video,
+        "source": f"first {video} frames of the real {source.description}; sample j continues clip j mod {len(source)}"}}
 
 
 def _generate(module, ev, start: int, stop: int, source):

@@ -83,7 +83,8 @@ def real_pass(run: RunConfig, net: Network, cache_dir: Path, datamodule, split: 
         last_commit, commit_cost = 0.0, 0.0
         with progress_bar(f"reference clips through {net.tag}", total, done) as update:
             for batch in clip_loader(run, subset, done):
-                out = {**net.outputs(to_model_range(batch["video"])), "labels": np.asarray(batch["label"], dtype=np.int64)}
+                out = {**net.outputs(to_model_range(batch["video"])),
+                       "labels": np.asarray(batch["label"], dtype=np.int64)}
                 stats.update(out["features"].reshape(-1, out["features"].shape[-1]))
                 for k in keep:
                     pending[k].append(out[k])
