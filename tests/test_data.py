@@ -26,6 +26,17 @@ def test_render_is_deterministic_and_moves():
     assert class_names(4)[3].lower() == f"{shape}{direction}"
 
 
+def test_writing_the_same_frames_twice_gives_the_same_file(tmp_path):
+    # x264's crf rate control wrote other bytes for the same frames in 6-9 of 10 writes on one machine
+    # (2026-11-23), so two generations of the synthetic set differed; write_video's fixed qp must not
+    frames, _ = render_clip(0, np.random.default_rng([0, 0, 8, 1]), 17, 32)
+    files = []
+    for i in range(6):
+        write_video(str(tmp_path / f"{i}.mp4"), frames, fps=8)
+        files.append((tmp_path / f"{i}.mp4").read_bytes())
+    assert all(f == files[0] for f in files)
+
+
 def test_ucf_splits_partition_groups():
     for split in (1, 2, 3):
         assert held_out_groups(split, 25) == set(range(7 * split - 6, 7 * split + 1))

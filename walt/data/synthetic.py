@@ -3,7 +3,8 @@
 The class of a clip is its (shape, motion direction) pair: what a video model has to get right.
 Colour, speed, background and start position vary inside a class as nuisance factors, and each
 clip has a caption naming all of them (for text-conditioned stages). Generation is deterministic
-in (seed, class, group, clip), so two machines build byte-identical frame arrays.
+in (seed, class, group, clip), so two machines build byte-identical frame arrays, and the files are
+encoded at a fixed quantiser (walt.data.video.write_video), so two generations give the same files.
 
 Layout (the same loader as real UCF-101 reads it):
     <root>/<Class>/v_<Class>_gGG_cCC.mp4

@@ -327,10 +327,13 @@ def resize_crop(video: torch.Tensor, resolution: int | Sequence[int], crop: Samp
     return video[:, :, top : top + H, left : left + W]
 
 
-def write_video(path: str, frames: np.ndarray, fps: int = 8, codec: str = "libx264", crf: int = 18,
+def write_video(path: str, frames: np.ndarray, fps: int = 8, codec: str = "libx264", qp: int = 18,
                 gop: int | None = None) -> None:
     """Write uint8 (T, H, W, 3) frames to a video file (used for the synthetic set and samples).
 
+    x264 encodes at a constant quantiser `qp`: with crf rate control the same frames gave other bytes from
+    one write to the next (decoded pixels up to 40 levels apart in a quarter of the synthetic clips), so two
+    generations of the synthetic set trained different models; a fixed qp writes the same file every time.
     gop: keyframe interval (None = the codec's default, 250 for x264: one keyframe in a short clip).
     """
     t, h, w, _ = frames.shape
@@ -341,7 +344,7 @@ def write_video(path: str, frames: np.ndarray, fps: int = 8, codec: str = "libx2
         if gop:
             stream.codec_context.gop_size = gop
         if codec == "libx264":
-            stream.options = {"crf": str(crf), "preset": "veryfast"}
+            stream.options = {"qp": str(qp), "preset": "veryfast"}
         for i in range(t):
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frames[i]), format="rgb24")
             for packet in stream.encode(frame):
