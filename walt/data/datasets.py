@@ -3,8 +3,9 @@ UCF-101 (and the synthetic set) and class-folder video trees. Kinetics annotatio
 kinetics.py, ImageNet in imagenet.py.
 
 Each item is a dict: video (C, T, H, W) uint8 pixels (video.to_model_range: the models' [-1, 1]),
-label (int), caption (str), index (int: the item actually returned), skipped (int: unreadable files passed over to produce it) and
-bad_files (str: the failures first met by this item, see health.encode_failures; "" normally).
+label (int), caption (str), index (int: the item actually returned), skipped (int: unreadable files
+passed over to produce it) and bad_files (str: the failures first met by this item, see
+health.encode_failures; "" normally).
 """
 from __future__ import annotations
 
