@@ -20,8 +20,8 @@ import pandas as pd
 from analysis import reference
 from analysis.aggregate import MISSING_TEXT, Table, add_quantity, completed, nanmean  # noqa: F401 (re-exported)
 from analysis.collect import config_columns
-from analysis.control import ABSENT, apply_control, canon, count_values, show
-from analysis.matching import DefaultsTo, Spec, lookup, matches, spec_keys
+from analysis.control import ABSENT, apply_control, canon, count_values, ignored, show
+from analysis.matching import MISSING, DefaultsTo, Spec, lookup, matches, spec_keys
 from analysis.metrics import QUANTITIES, choose_source, is_synthetic, source_label, value
 from analysis.stats import RULE
 
@@ -186,6 +186,7 @@ def table3(runs: pd.DataFrame, key: str, *, where: Mapping[str, Any] | None = No
                            f"({', '.join(axis.rows)})")
     selected, notes, diag = select(matching, where=where, completed_only=completed_only, what=f"Table {key}")
     diagnostics += diag
+    notes += _no_row_note([r for r in records if is_stage2(r) and row_of(r) is None], sorted(own), where)
     kept, report = apply_control(selected, axis_keys=own, axis=axis_text, preferred=paper_defaults(key),
                                  config_keys=config_columns(runs), mode=mode, row_order=list(axis.rows))
     if selected and not kept:
@@ -193,8 +194,12 @@ def table3(runs: pd.DataFrame, key: str, *, where: Mapping[str, Any] | None = No
         diagnostics.append(f"--control paper leaves none of the {len(selected)} run(s): {which}; use --control "
                            f"auto (the default: other axes held at values present among the runs) or --no-control")
     members: dict[str, list[dict]] = {label: [r for lb, r in kept if lb == label] for label in axis.rows}
+    members, repeats = _count_once(members, config_columns(runs))
+    if repeats:
+        notes.append(f"{repeats} run(s) repeat another run's config and seed (another sweep's copy of the same "
+                     f"run, e.g. a default row measured by every sub-table) and are counted once.")
 
-    everyone = [r for _, r in kept]
+    everyone = [r for rows in members.values() for r in rows]
     quantities = ["fvd", "is"] + [q for q in OURS_ONLY if reported(q, everyone)]
     quantities += [q for q in EXTRA_QUANTITIES if ref[q].notna().any()]
     ae_runs = _autoencoder_runs(records, where, completed_only) if "rfvd" in quantities else []
@@ -229,6 +234,38 @@ def table3(runs: pd.DataFrame, key: str, *, where: Mapping[str, Any] | None = No
     if len(filled) == 1 and len(axis.rows) > 1:
         table.diagnostics.append(f"only row {filled[0]} has runs: the runs do not vary {axis_text}")
     return table
+
+
+def _count_once(members: dict[str, list[dict]], config_keys: Sequence[str]) -> tuple[dict[str, list[dict]], int]:
+    """Each row's runs with one run per (config, seed): a copy of the same run under another run name (the
+    paper-default row of every sweep in one runs folder) is the same measurement, not another replicate."""
+    keys = [k for k in config_keys if not ignored(k)] + ["seed"]
+    out, repeats = {}, 0
+    for label, rows in members.items():
+        seen, out[label] = set(), []
+        for run in rows:
+            fingerprint = tuple(canon(lookup(run, k)) for k in keys)
+            repeats += fingerprint in seen
+            if fingerprint not in seen:
+                seen.add(fingerprint)
+                out[label].append(run)
+    return out, repeats
+
+
+def _no_row_note(unmatched: Sequence[Mapping[str, Any]], keys: Sequence[str], where) -> list[str]:
+    """A note counting the runs that set the table's axis to values it has no row for (e.g. an ST window
+    scaled to a smaller grid), so that no run leaves a table without a word."""
+    counts: dict[str, int] = {}
+    for run in unmatched:
+        if (where and not matches(run, where)) or all(lookup(run, k) is MISSING for k in keys):
+            continue
+        label = ", ".join(f"{k}={canon(lookup(run, k))}" for k in keys)
+        counts[label] = counts.get(label, 0) + 1
+    if not counts:
+        return []
+    which = "; ".join(f"{label}: {n}" for label, n in sorted(counts.items()))
+    return [f"{sum(counts.values())} stage-2 run(s) set this axis to values the paper's table has no row for "
+            f"and are not shown ({which})."]
 
 
 def reported(q: str, runs: Sequence[Mapping[str, Any]]) -> bool:

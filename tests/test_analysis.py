@@ -218,7 +218,26 @@ def test_control_and_where(runs):
     none = table3(runs, "3a", where={"data.dataset": "ucf101"})
     assert none.frame["n"].tolist() == [0, 0, 0] and none.empty
     assert any("--where data.dataset=ucf101" in d and "synthetic" in d for d in none.diagnostics)
-    assert table3(runs, "3a", completed_only=False).frame.at[2, "FVD_synth (ours)"] == 998.5  # running + failed
+    # running + failed: two attempts at one config and seed, counted once (the first in run-directory order)
+    everything = table3(runs, "3a", completed_only=False)
+    assert everything.frame.at[2, "FVD_synth (ours)"] == 998.0 and everything.frame.at[2, "n"] == 1
+
+
+def test_table3_counts_a_repeated_run_once_and_names_runs_without_a_row(tmp_path):
+    # every sweep's copy of the default row: same config and seed under another run name
+    for sweep, fvd in (("t3a", 10.0), ("t3f", 10.0), ("t3d", 10.5)):
+        for seed in (0, 1):
+            make_run(tmp_path, f"{sweep}/default_{seed}", {"seed": seed, "run_name": sweep}, synth(fvd + seed))
+    make_run(tmp_path, "t3b/w522", {"model.st_window": [5, 2, 2]}, synth(30.0))  # scaled: no paper row
+    runs = collect_runs(tmp_path)
+    t = table3(runs, "3a")
+    assert t.frame["n"].tolist() == [2, 0, 0]  # 6 runs, 2 distinct (config, seed) pairs
+    assert t.frame.at[0, "FVD_synth (ours)"] == 10.5  # the first copy of each (10, 11), not a mean over copies
+    assert any(n.startswith("4 run(s) repeat another run's config and seed") for n in t.notes)
+    b = table3(runs, "3b")
+    assert any("1 stage-2 run(s) set this axis to values the paper's table has no row for" in n
+               and "model.st_window=5x2x2: 1" in n for n in b.notes)
+    assert not any("no row for" in n for n in t.notes)  # the 3b run sets 3a's axis to its default row's value
 
 
 def test_table3_mapping_matches_reference():
