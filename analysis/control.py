@@ -50,11 +50,16 @@ _IGNORED_PATTERN = re.compile(r"(^|[._])(dir|path|root|ckpt|cache|num_workers|pr
 ABSENT = "(absent)"
 
 
+def is_seed(key: str) -> bool:
+    """Keys that say which replicate a run is: `seed`, and any other seed such as eval.seed or data.seed."""
+    return key in REPLICATE_KEYS or key.endswith((".seed", "_seed"))
+
+
 def ignored(key: str) -> bool:
-    """Keys that say where or how a run was stored or logged, or which replicate it is (`seed`, and any
-    other seed such as eval.seed or data.seed: they may follow the run's seed)."""
+    """Keys that say where or how a run was stored or logged, or which replicate it is (is_seed: other seeds
+    may follow the run's seed)."""
     return (key in _IGNORED_EXACT or key.startswith(_IGNORED_PREFIX) or bool(_IGNORED_PATTERN.search(key))
-            or key.endswith((".seed", "_seed")))
+            or is_seed(key))
 
 
 def canon(value: Any) -> str:

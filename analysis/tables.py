@@ -20,7 +20,7 @@ import pandas as pd
 from analysis import reference
 from analysis.aggregate import MISSING_TEXT, Table, add_quantity, completed, nanmean  # noqa: F401 (re-exported)
 from analysis.collect import config_columns
-from analysis.control import ABSENT, apply_control, canon, count_values, ignored, show
+from analysis.control import ABSENT, apply_control, canon, count_values, ignored, is_seed, show
 from analysis.matching import MISSING, DefaultsTo, Spec, lookup, matches, spec_keys
 from analysis.metrics import QUANTITIES, choose_source, is_synthetic, source_label, value
 from analysis.stats import RULE
@@ -187,14 +187,15 @@ def table3(runs: pd.DataFrame, key: str, *, where: Mapping[str, Any] | None = No
     selected, notes, diag = select(matching, where=where, completed_only=completed_only, what=f"Table {key}")
     diagnostics += diag
     notes += _no_row_note([r for r in records if is_stage2(r) and row_of(r) is None], sorted(own), where)
+    config_keys = config_columns(runs)
     kept, report = apply_control(selected, axis_keys=own, axis=axis_text, preferred=paper_defaults(key),
-                                 config_keys=config_columns(runs), mode=mode, row_order=list(axis.rows))
+                                 config_keys=config_keys, mode=mode, row_order=list(axis.rows))
     if selected and not kept:
         which = "; ".join(h.text() for h in report.holds)
         diagnostics.append(f"--control paper leaves none of the {len(selected)} run(s): {which}; use --control "
                            f"auto (the default: other axes held at values present among the runs) or --no-control")
     members: dict[str, list[dict]] = {label: [r for lb, r in kept if lb == label] for label in axis.rows}
-    members, repeats = _count_once(members, config_columns(runs))
+    members, repeats = _count_once(members, config_keys)
     if repeats:
         notes.append(f"{repeats} run(s) repeat another run's config and seed (another sweep's copy of the same "
                      f"run, e.g. a default row measured by every sub-table) and are counted once.")
@@ -237,18 +238,21 @@ def table3(runs: pd.DataFrame, key: str, *, where: Mapping[str, Any] | None = No
 
 
 def _count_once(members: dict[str, list[dict]], config_keys: Sequence[str]) -> tuple[dict[str, list[dict]], int]:
-    """Each row's runs with one run per (config, seed): a copy of the same run under another run name (the
-    paper-default row of every sweep in one runs folder) is the same measurement, not another replicate."""
-    keys = [k for k in config_keys if not ignored(k)] + ["seed"]
+    """Each row's runs with one run per (config, seeds): a copy of the same run under another run name (the
+    paper-default row of every sweep in one runs folder) is the same measurement, not another replicate.
+    Every seed key and first_stage_steps (another autoencoder) tell runs apart, though the control rule
+    ignores them."""
+    keys = [k for k in config_keys if not ignored(k) or is_seed(k) or k == "first_stage_steps"]
     out, repeats = {}, 0
     for label, rows in members.items():
         seen, out[label] = set(), []
         for run in rows:
             fingerprint = tuple(canon(lookup(run, k)) for k in keys)
-            repeats += fingerprint in seen
-            if fingerprint not in seen:
-                seen.add(fingerprint)
-                out[label].append(run)
+            if fingerprint in seen:
+                repeats += 1
+                continue
+            seen.add(fingerprint)
+            out[label].append(run)
     return out, repeats
 
 

@@ -229,9 +229,15 @@ def test_table3_counts_a_repeated_run_once_and_names_runs_without_a_row(tmp_path
         for seed in (0, 1):
             make_run(tmp_path, f"{sweep}/default_{seed}", {"seed": seed, "run_name": sweep}, synth(fvd + seed))
     make_run(tmp_path, "t3b/w522", {"model.st_window": [5, 2, 2]}, synth(30.0))  # scaled: no paper row
+    # not copies: another sampling seed, another autoencoder (the control rule ignores both keys)
+    make_run(tmp_path, "t3a/p2_eval0", {"model.patch_size": 2, "eval.seed": 0}, synth(20.0))
+    make_run(tmp_path, "t3a/p2_eval1", {"model.patch_size": 2, "eval.seed": 1}, synth(22.0))
+    make_run(tmp_path, "t3a/p4_ae400", {"model.patch_size": 4, "first_stage_steps": 400}, synth(40.0))
+    make_run(tmp_path, "t3a/p4_ae2000", {"model.patch_size": 4, "first_stage_steps": 2000}, synth(44.0))
     runs = collect_runs(tmp_path)
     t = table3(runs, "3a")
-    assert t.frame["n"].tolist() == [2, 0, 0]  # 6 runs, 2 distinct (config, seed) pairs
+    assert t.frame["n"].tolist() == [2, 2, 2]  # p = 1: 6 runs, 2 distinct (config, seed) pairs
+    assert t.frame.at[1, "FVD_synth (ours)"] == 21.0 and t.frame.at[2, "FVD_synth (ours)"] == 42.0
     assert t.frame.at[0, "FVD_synth (ours)"] == 10.5  # the first copy of each (10, 11), not a mean over copies
     assert any(n.startswith("4 run(s) repeat another run's config and seed") for n in t.notes)
     b = table3(runs, "3b")
