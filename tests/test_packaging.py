@@ -16,7 +16,7 @@ def test_non_editable_install_runs_info_and_a_tiny_training(tmp_path):
     target = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
                     "--target", str(target), str(ROOT)], check=True, capture_output=True, timeout=300)
-    assert list((target / "walt" / "conf" / "experiments" / "model").glob("walt_l.yaml"))
+    assert list((target / "walt" / "experiments" / "model").glob("walt_l.yaml"))
     env = {**os.environ, "PYTHONPATH": str(target)}
     work = tmp_path / "elsewhere"
     work.mkdir()

@@ -1,4 +1,4 @@
-"""Command-line entry points. All of them read the same config tree (walt/conf/experiments), so a data
+"""Command-line entry points. All of them read the same config tree (experiments/), so a data
 or model override means the same thing to every command.
 
     walt-train [overrides]            train one run (Hydra app: -m for sweeps, launchers, --help)

@@ -25,7 +25,7 @@ STAGE_METRICS = {
 
 @dataclass
 class EvalConfig:
-    """The `eval` config group (walt/conf/experiments/eval/*.yaml).
+    """The `eval` config group (experiments/eval/*.yaml).
 
     metrics: names to compute; None = the stage's defaults for the extractor (`stage_metrics`).
         Stage 2: fvd (I3D), fvd_synth / is_synth / synth_acc (synthetic-data classifier), fid / is / kid

@@ -18,10 +18,18 @@ from omegaconf import MISSING, OmegaConf
 
 from walt.data.video import Sampling
 
-# The config trees ship inside the package (package data), so a non-editable install finds them.
-CONF_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "conf")
-CONFIG_DIR = os.path.join(CONF_DIR, "experiments")
-SWEEPS_DIR = os.path.join(CONF_DIR, "sweeps")
+
+
+def _config_tree(name: str) -> str:
+    """The checkout's top-level experiments/ or sweeps/; an installed wheel carries them as walt/<name>
+    (pyproject's package-dir mapping), so both layouts read the one tree the repository holds."""
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    installed = os.path.join(package, name)
+    return installed if os.path.isdir(installed) else os.path.join(os.path.dirname(package), name)
+
+
+CONFIG_DIR = _config_tree("experiments")
+SWEEPS_DIR = _config_tree("sweeps")
 AUTO = "auto"  # first_stage_ckpt / data.latent_cache: found (or made once) by config hash
 PRECISIONS = ("32-true", "32", "16-mixed", "bf16-mixed", "bf16-true", "64-true")
 
