@@ -1,5 +1,6 @@
 """Command-line entry points, run as a user would (subprocess where the process boundary matters)."""
 import json
+from pathlib import Path
 import subprocess
 import sys
 
@@ -56,6 +57,9 @@ def test_help_texts_list_config_groups():
     model_line = next(line for line in out.stdout.splitlines() if line.startswith("model: "))
     assert out.returncode == 0 and "walt_l" in model_line and "== Configuration groups ==" in out.stdout
     assert "+sweep=NAME" in out.stdout and "hydra/launcher=slurm" in out.stdout and "dry_run=true" in out.stdout
+    from walt.config import SWEEPS_DIR  # the footer lists the sweep folder's presets, read when help is printed
+    listed = out.stdout.split("seeds=N replicates every grid point):")[1].split("Launchers:")[0].split()
+    assert listed == sorted(p.stem for p in Path(SWEEPS_DIR, "sweep").glob("*.yaml")), listed
 
 
 @pytest.mark.parametrize("prog,args,message", [

@@ -34,11 +34,3 @@ def test_model_yaml_matches_registry(path):
 def test_autoencoder_yaml_matches_registry(path):
     values = OmegaConf.to_container(OmegaConf.load(path))
     assert AutoencoderConfig.from_dict(values).to_dict() == preset(path.stem).to_dict()
-
-
-def test_walt_train_help_lists_every_sweep_preset():
-    from walt.config import SWEEPS_DIR
-
-    footer = OmegaConf.load(Path(CONFIG_DIR) / "train.yaml").hydra.help.footer
-    listed = set(footer.split("seeds=N replicates every grid point):")[1].split("Launchers:")[0].split())
-    assert listed == {p.stem for p in Path(SWEEPS_DIR, "sweep").glob("*.yaml")}

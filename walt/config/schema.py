@@ -274,13 +274,20 @@ def run_dirname(overrides: str, limit: int = 120) -> str:
     return f"{name[: limit - 13]}-{hashlib.sha256(name.encode()).hexdigest()[:12]}"
 
 
+def sweep_names() -> str:
+    """The sweep presets (+sweep=NAME): the files of sweeps/sweep, so a new preset is listed by existing."""
+    return " ".join(sorted(f[:-5] for f in os.listdir(os.path.join(SWEEPS_DIR, "sweep")) if f.endswith(".yaml")))
+
+
 def register() -> None:
     """Put the schemas into Hydra's ConfigStore and the `walt.*` resolvers into OmegaConf (idempotent).
 
-    `${walt.cwd:}` is the directory the command started in; `${walt.sweeps:}` the packaged sweeps tree,
-    which the primary config adds to Hydra's search path (sweep presets, launchers).
+    `${walt.cwd:}` is the directory the command started in; `${walt.sweeps:}` the sweeps tree, which the
+    primary config adds to Hydra's search path (sweep presets, launchers); `${walt.sweep_names:}` the sweep
+    presets in it, for walt-train --help.
     """
     OmegaConf.register_new_resolver("walt.cwd", os.getcwd, replace=True)
     OmegaConf.register_new_resolver("walt.dirname", run_dirname, replace=True)
     OmegaConf.register_new_resolver("walt.sweeps", lambda: SWEEPS_DIR, replace=True)
+    OmegaConf.register_new_resolver("walt.sweep_names", sweep_names, replace=True)
     ConfigStore.instance().store(name="train_schema", node=TrainConfig)
