@@ -43,8 +43,8 @@ FIRST_STAGE_PREFIX = "first_stage/"
 _RECON_METRICS = ("rfvd", "rfvd_synth", "psnr", "ssim", "lpips")
 # renamed config keys: old -> new
 KEY_ALIASES = {"autoencoder.normalize_latents": "diffusion.normalize_latents"}
-# config sections that describe the launcher, not the experiment
-_CONFIG_SKIP = ("hydra",)
+# config sections that describe the launcher or the sweep's table, not the experiment
+_CONFIG_SKIP = ("hydra", "axis")
 BASE_COLUMNS = ("run_dir", "completed", "failed")
 RUN_ARTEFACTS = {"checkpoints", "tensorboard", "eval", "samples", "tables", "checkpoint_tables"}
 RESULT_FIELDS = ("stage", "global_step", "params", "steps_per_sec", "wall_time_s", "peak_memory_bytes")

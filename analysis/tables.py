@@ -1,8 +1,7 @@
 """W.A.L.T Table 3 (a)-(f) regenerated from runs, in the paper's layout, paper value beside ours.
 
-A run belongs to a row when its resolved config matches the row's spec in TABLE3 (the one place
-that knows the config key names: they belong to the model / autoencoder / diffusion code, so when
-one is renamed, change it here). Which matching runs a table compares is decided by the control rule
+A run belongs to a row when its resolved config matches the row's spec in TABLE3, which the sweep
+presets declare (analysis.axes: the values a preset sweeps are the rows of its table). Which matching runs a table compares is decided by the control rule
 (analysis.control: by default every other varying key is held at the paper default when runs have
 it, else at the value that fills the most rows; seeds are replicates). A row shows the mean over its
 runs ± standard error and n, and a mark saying whether it differs from the paper-default row beyond
@@ -12,75 +11,22 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
 from analysis import reference
+from analysis.axes import Axis, load_axes
 from analysis.aggregate import MISSING_TEXT, Table, add_quantity, completed, nanmean  # noqa: F401 (re-exported)
 from analysis.collect import config_columns
 from analysis.control import ABSENT, apply_control, canon, count_values, ignored, is_seed, show
-from analysis.matching import MISSING, DefaultsTo, Spec, lookup, matches, spec_keys
+from analysis.matching import MISSING, lookup, matches, spec_keys  # noqa: F401 (MISSING re-exported)
 from analysis.metrics import QUANTITIES, choose_source, is_synthetic, source_label, value
 from analysis.stats import RULE
 
 
-@dataclass(frozen=True)
-class Axis:
-    """One sub-table: its title, first-column header, the paper's default row, and row specs.
-
-    `rows` maps the paper's row label (exactly as in reference/walt_table3.csv, in the paper's
-    order) to the config spec a run must match (see analysis.matching).
-    """
-
-    title: str
-    label: str
-    default: str
-    rows: dict[str, Spec]
-
-
-_ON = DefaultsTo(True)  # a run without the key has the feature on (the schema default)
-_WALT = DefaultsTo("walt")  # alternating S / ST blocks; "full" layout = full attention everywhere
-
-# ---- the mapping Table 3 axis -> config key; edit here when config keys change --------------
-TABLE3: dict[str, Axis] = {
-    "3a": Axis("Patch size", "patch size p", "1", {
-        "1": {"model.patch_size": 1},
-        "2": {"model.patch_size": 2},
-        "4": {"model.patch_size": 4},
-    }),
-    "3b": Axis("Spatiotemporal window size", "ST window", "5x8x8", {
-        "5x4x4": {"model.st_window": "5x4x4", "model.layout": _WALT},
-        "5x8x8": {"model.st_window": "5x8x8", "model.layout": _WALT},
-        "5x16x16": {"model.st_window": "5x16x16", "model.layout": _WALT},
-        # paper: full self-attention; the transformer spells it layout=full, the sweep may say st_window=full
-        "full": [{"model.layout": "full"}, {"model.st_window": "full", "model.layout": _WALT}],
-    }),
-    "3c": Axis("Self-conditioning rate", "self-cond p", "0.9", {
-        "0.0": {"model.self_cond_prob": 0.0},
-        "0.3": {"model.self_cond_prob": 0.3},
-        "0.6": {"model.self_cond_prob": 0.6},
-        "0.9": {"model.self_cond_prob": 0.9},
-    }),
-    "3d": Axis("AdaLN-LoRA rank", "rank r", "2", {
-        str(r): {"model.adaln_lora_rank": r} for r in (2, 4, 16, 64, 256)
-    }),
-    "3e": Axis("Other design choices", "setting", "full method", {
-        "w/o qk-norm": {"model.qk_norm": False, "diffusion.normalize_latents": _ON,
-                        "diffusion.zero_terminal_snr": _ON},
-        "w/o latent norm": {"model.qk_norm": _ON, "diffusion.normalize_latents": False,
-                            "diffusion.zero_terminal_snr": _ON},
-        "w/o zero terminal SNR": {"model.qk_norm": _ON, "diffusion.normalize_latents": _ON,
-                                  "diffusion.zero_terminal_snr": False},
-        "full method": {"model.qk_norm": _ON, "diffusion.normalize_latents": _ON,
-                        "diffusion.zero_terminal_snr": _ON},
-    }),
-    "3f": Axis("Latent channels", "latent channels c", "8", {
-        str(c): {"autoencoder.latent_channels": c} for c in (4, 8, 16, 32)
-    }),
-}
-# --------------------------------------------------------------------------------------------
+# the tables, declared by the sweep presets that run them (analysis.axes): a new axis is a new sweep preset
+TABLE3: dict[str, Axis] = load_axes()
 
 EXTRA_QUANTITIES = ("steps_per_sec", "params_m", "rfvd")  # shown where the paper has them
 OURS_ONLY = ("acc", "acc_real")  # ours-only quantities, shown when any run of the table reports them
@@ -318,9 +264,10 @@ def _reference_rows(key: str, axis: Axis) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The paper's rows of sub-table `key`, indexed by row label (numbers, and as written)."""
     ref = reference.walt_table3()
     text = reference.raw("walt_table3")
+    if not axis.paper:  # a table of ours: the paper's columns, empty
+        empty = pd.DataFrame(index=pd.Index(list(axis.rows), name="value"), columns=ref.columns, dtype=float)
+        return empty, empty.astype(object).fillna("")
     ref, text = ref[ref["table"] == key].set_index("value"), text[text["table"] == key].set_index("value")
-    if list(ref.index) != list(axis.rows):
-        raise ValueError(f"TABLE3[{key!r}] rows {list(axis.rows)} differ from the paper's {list(ref.index)}")
     return ref, text
 
 

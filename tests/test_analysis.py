@@ -281,3 +281,35 @@ def test_cli_writes_tables(runs_root, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main([str(runs_root), "--tables", "3z"])
     assert main([str(runs_root), "--out", str(out), "--tables", "main"]) == 1  # asked for, nothing to write
+
+
+def test_a_new_axis_is_one_sweep_preset(tmp_path, monkeypatch):
+    """A preset with an `axis:` block is both the sweep and the table: no other file names its rows."""
+    from analysis.axes import load_axes
+
+    (tmp_path / "sweep").mkdir()
+    (tmp_path / "sweep" / "mlp.yaml").write_text(
+        "axis:\n  title: MLP ratio\n  label: mlp ratio\n  default: '4'\n"
+        "hydra:\n  sweeper:\n    params:\n      seed: range(0,${seeds})\n      model.mlp_ratio: 2,4\n")
+    axes = load_axes(str(tmp_path))
+    assert list(axes) == ["mlp"] and not axes["mlp"].paper and list(axes["mlp"].rows) == ["2", "4"]
+    monkeypatch.setitem(TABLE3, "mlp", axes["mlp"])
+    root = tmp_path / "runs"
+    for seed, (r2, r4) in enumerate([(30.0, 20.0), (32.0, 21.0), (31.0, 22.0)]):
+        make_run(root, f"m2_s{seed}", {"model.mlp_ratio": 2, "seed": seed}, synth(r2))
+        make_run(root, f"m4_s{seed}", {"model.mlp_ratio": 4, "seed": seed}, synth(r4))
+    make_run(root, "other", {"model.mlp_ratio": 8}, synth(1.0))
+    t = table3(collect_runs(root), "mlp")
+    assert t.frame["mlp ratio"].tolist() == ["2", "4"] and t.frame["n"].tolist() == [3, 3]
+    assert t.frame["FVD_synth (ours)"].tolist() == [31.0, 21.0]
+    assert any("model.mlp_ratio=8: 1" in n for n in t.notes)
+
+
+def test_axis_declarations_are_checked_against_the_paper(tmp_path):
+    from analysis.axes import load_axes
+
+    (tmp_path / "sweep").mkdir()
+    (tmp_path / "sweep" / "bad.yaml").write_text(
+        "axis:\n  table: '3a'\n  default: '1'\nhydra:\n  sweeper:\n    params:\n      model.patch_size: 1,3\n")
+    with pytest.raises(ValueError, match=r"declare Table 3a rows \['1', '3'\]; the paper's are \['1', '2', '4'\]"):
+        load_axes(str(tmp_path))

@@ -231,6 +231,8 @@ class TrainConfig:
     seeds: replicates per sweep point: the sweep presets sweep `seed` over range(0, seeds), so every
         table row carries n = seeds runs (`walt-train -m +sweep=table3a seeds=3`).
     dry_run: print what the run (or every job of a -m sweep) would do and where, then stop.
+    axis: set by a sweep preset: the table its swept values are the rows of (analysis.axes reads it from the
+        preset; training ignores it).
     autoencoder/model/diffusion/eval: checked by their own dataclasses (walt.autoencoder.config,
     walt.transformer.config, walt.diffusion.config, walt.config.eval) in RunConfig.from_hydra; their
     fields mix strings and lists (st_window: [5,8,8] or full), which OmegaConf's typed nodes cannot express.
@@ -253,6 +255,7 @@ class TrainConfig:
     notes: str = ""
     seeds: int = 1
     dry_run: bool = False
+    axis: Optional[Dict[str, Any]] = None
     autoencoder: Any = None
     model: Any = None
     diffusion: Any = None
