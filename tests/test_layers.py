@@ -7,7 +7,10 @@
     eval        walt.eval
     pipeline    walt.pipeline              (fit, first stage, train)
     entry       walt.cli, walt.demo, walt.sample
-    analysis    reads run directories only: walt.runs
+    analysis    reads run directories (walt.runs) and the sweep presets that declare its tables (walt.config)
+
+A Hydra `_target_` in the config tree is an import too: the module that instantiates the configs
+(INSTANTIATOR) imports every walt target named in experiments/ and sweeps/.
 """
 import ast
 from pathlib import Path
@@ -24,7 +27,9 @@ LAYERS = [
     ("walt.pipeline",),
     ("walt.cli", "walt.demo", "walt.sample"),
 ]
-ANALYSIS_MAY_IMPORT = ("walt", "walt.runs")
+ANALYSIS_MAY_IMPORT = ("walt", "walt.runs", "walt.config")
+INSTANTIATOR = "walt.pipeline.fit"  # hydra.utils.instantiate of trainer, logger, callbacks, strategies
+CONFIG_TREES = ("experiments", "sweeps")
 
 
 def module_name(path: Path) -> str:
@@ -49,13 +54,24 @@ def imports_of(path: Path) -> set[str]:
     return {m for m in found if m.split(".")[0] in ("walt", "analysis")}
 
 
+def config_targets() -> set[str]:
+    """The walt / analysis objects the YAML config tree names as Hydra `_target_`s (dotted paths)."""
+    import re
+
+    found = set()
+    for tree in CONFIG_TREES:
+        for path in ROOT.joinpath(tree).rglob("*.yaml"):
+            found.update(re.findall(r"_target_:\s*['\"]?((?:walt|analysis)\.[\w.]+)", path.read_text()))
+    return found
+
+
 def graph() -> dict[str, set[str]]:
     files = [*ROOT.joinpath("walt").rglob("*.py"), *ROOT.joinpath("analysis").rglob("*.py")]
     modules = {module_name(f): f for f in files}
     out = {}
     for name, path in modules.items():
         deps = set()
-        for imp in imports_of(path):
+        for imp in imports_of(path) | (config_targets() if name == INSTANTIATOR else set()):
             while imp and imp not in modules:  # `from walt.x import Name`: the module is walt.x
                 imp = imp.rpartition(".")[0]
             if imp and imp != name:
@@ -80,7 +96,7 @@ def upward_edges(edges: dict[str, set[str]]) -> list[str]:
         for dst in deps:
             if src.startswith("analysis"):
                 if dst.startswith("walt") and dst not in ANALYSIS_MAY_IMPORT:
-                    bad.append(f"{src} -> {dst} (analysis reads run directories only)")
+                    bad.append(f"{src} -> {dst} (analysis reads run directories and sweep presets only)")
                 continue
             if dst.startswith("analysis") and src not in ("walt.cli", "walt.demo"):
                 bad.append(f"{src} -> {dst}")
@@ -126,6 +142,15 @@ def test_every_module_has_a_layer():
     assert [m for m in graph() if not m.startswith("analysis") and layer_of(m) is None] == []
 
 
+def test_config_targets_are_edges_of_the_instantiator():
+    """Every `_target_` names an existing module, and counts as an import of the module that instantiates it."""
+    modules = graph()
+    targets = config_targets()
+    assert targets and all(t.rpartition(".")[0] in modules for t in targets), sorted(targets)
+    assert {t.rpartition(".")[0] for t in targets} <= modules[INSTANTIATOR]
+    assert "instantiate(" in ROOT.joinpath(*INSTANTIATOR.split(".")).with_suffix(".py").read_text()
+
+
 def test_imports_point_down_only():
     assert upward_edges(graph()) == []
 
@@ -141,7 +166,7 @@ def test_no_import_cycles():
     # first_stage -> modules' private helper; each edge closed by an import inside a function
     ({"walt.config.schema": {"walt.eval.evaluate"}, "walt.eval.evaluate": {"walt.pipeline.train"},
       "walt.pipeline.train": {"walt.pipeline.first_stage"}, "walt.pipeline.first_stage": {"walt.pipeline.train"}}, True),
-    ({"analysis.tables": {"walt.config.run"}}, True),
+    ({"analysis.tables": {"walt.pipeline.fit"}}, True),
     ({"walt.pipeline.train": {"walt.eval.evaluate"}, "walt.eval.evaluate": {"walt.modules.build"}}, False),
 ])
 def test_checker_catches_the_old_cycle(edges, expect_upward):
