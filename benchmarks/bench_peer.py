@@ -3,7 +3,7 @@
     python benchmarks/bench_peer.py                  # CPU, fp32, 2 threads: the report's ratio
     python benchmarks/bench_peer.py --device cuda --bf16 --batch 8
 
-Matched setting (issue 15): d = 384, 6 heads (64 channels each), 12 transformer blocks, MLP 4d,
+Matched setting: d = 384, 6 heads (64 channels each), 12 transformer blocks, MLP 4d,
 16x32x32x4 latents, patch 2 (16 x 16 x 16 = 4096 tokens per video), batch 2, text cross-attention
 (120 tokens of width 4096, T5-XXL's), timestep conditioning only. diffusers' Latte has num_layers
 spatial blocks *and* num_layers temporal blocks, so num_layers = 6 gives its 12 blocks; it is built
@@ -37,7 +37,7 @@ from walt.transformer import preset_config
 
 # every layout of ours against the one peer: W.A.L.T, Latte V1-V4 (V2 s_then_t, V3 s_plus_t, V4 split), LaVie
 PEER_LAYOUTS = ("latte_v1", "walt", "s_then_t", "s_plus_t", "split", "lavie")
-MAX_RATIO_CPU = 0.75  # the report fails above this (issue 15: "must stay <= 0.75 on CPU")
+MAX_RATIO_CPU = 0.75  # the report fails above this ratio on CPU
 GOAL_RATIO_GPU = 0.8
 
 

@@ -27,8 +27,8 @@ def test_render_is_deterministic_and_moves():
 
 
 def test_writing_the_same_frames_twice_gives_the_same_file(tmp_path):
-    # x264's crf rate control wrote other bytes for the same frames in 6-9 of 10 writes on one machine
-    # (2026-11-23), so two generations of the synthetic set differed; write_video's fixed qp must not
+    # x264's crf rate control writes other bytes for the same frames in most writes, so two generations
+    # of the synthetic set would differ; write_video's fixed qp must not
     frames, _ = render_clip(0, np.random.default_rng([0, 0, 8, 1]), 17, 32)
     files = []
     for i in range(6):

@@ -21,13 +21,13 @@ def write(out, baseline, trained):
 
 
 def test_runs_at_the_autoencoder_ceiling_pass(tmp_path):
-    # the first runs of a demo on 2026-11-23: baseline 198.7, runs 138.5 / 148.8, autoencoder 140.9
+    # measured demo runs whose fvd_synth beat the autoencoder's own reconstructions: baseline 198.7, runs 138.5 / 148.8, autoencoder 140.9
     summary = check(write(tmp_path, 198.7, {"a": (138.5, 140.9), "b": (148.8, 140.9)}))
     assert summary["passed"] and summary["gap_closed"] == {"a": 1.04, "b": 0.86}
 
 
 def test_the_measured_demo_passes(tmp_path):
-    # the 8 runs of two fresh clones' demos (identical) with the 400-step c = 16 autoencoder (2026-11-23)
+    # the 8 runs of a measured demo with the 400-step c = 16 autoencoder
     fvd = [60.36, 58.86, 58.61, 63.05, 63.96, 70.84, 75.88, 67.9]
     summary = check(write(tmp_path, 87.56, {str(i): (f, 50.65) for i, f in enumerate(fvd)}))
     assert summary["passed"] and min(summary["gap_closed"].values()) == 0.32 and summary["median_gap_closed"] == 0.65
@@ -50,6 +50,6 @@ def test_a_run_without_metrics_fails_the_demo(tmp_path):
 
 
 def test_an_autoencoder_no_better_than_untrained_is_named_as_the_failure(tmp_path):
-    # a fresh clone's demo on a Zen 5 VM, 2026-11-23: the 200-step autoencoder reached 14.6 dB, rfvd_synth 222
+    # a measured demo whose 200-step autoencoder reached 14.6 dB, rfvd_synth 222
     with pytest.raises(SystemExit, match=r"autoencoder's reconstructions \(rfvd_synth 222.0\) are no better"):
         check(write(tmp_path, 220.37, {"a": (214.61, 222.0), "b": (207.92, 222.0)}))

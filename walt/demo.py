@@ -34,7 +34,7 @@ log = logging.getLogger("walt.demo")
 PRESET = ["experiment=demo"]
 # Every trained run must beat the untrained baseline (close a positive part of the baseline -> autoencoder-
 # reconstruction fvd_synth gap) and the runs' median must close at least MIN_GAP_CLOSED of it. Measured over the
-# 8 runs of the 750-step demo (2-core VM, 2026-11-23), 400-step c = 16 autoencoder: 0.32-0.78, median 0.65 (19.2 dB,
+# 8 runs of the 750-step demo (2-core VM), 400-step c = 16 autoencoder: 0.32-0.78, median 0.65 (19.2 dB,
 # rfvd_synth 50.6, baseline 87.6; two fresh clones, identical); 0.32-0.56, median 0.41 on a synthetic set encoded
 # before write_video's fixed qp (19.2 dB, rfvd_synth 54, baseline 116); the same at c = 8: 0.77-2.17.
 # The better the autoencoder, the larger the gap and the smaller the fraction 750 stage-2 steps close.

@@ -40,7 +40,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "walt_tiny": dict(depth=4, hidden_size=64, num_heads=4, input_size=(5, 8, 8), st_window=(5, 4, 4)),
     "walt_tiny_video": dict(depth=6, hidden_size=128, num_heads=4, input_size=(5, 8, 8), st_window=(5, 4, 4)),
 }
-# Text-to-video cascade (Gupta et al. 2023, Sec. 5 / issue 14). Base: text cross-attention in the S layers
+# Text-to-video cascade (Gupta et al. 2023, Sec. 5). Base: text cross-attention in the S layers
 # (keys / values = concat[own window tokens, text states]), caption dropout for CFG, 1 latent frame of frame
 # prediction for long videos by autoregressive extension; captions replace class labels (num_classes = 0).
 # SR: the low-res latents upsampled 2x in latent space by the model's learned depth-to-space (cond_upsample = 2:
