@@ -13,7 +13,7 @@ import pandas as pd
 
 from analysis.control import ControlReport
 from analysis.metrics import QUANTITIES, Quantity, source_label, value
-from analysis.stats import Summary, Verdict, compare, direction_of, summarize
+from analysis.stats import Summary, Verdict, compare, compare_rows, direction_of, summarize
 
 MISSING_TEXT = "—"
 
@@ -94,9 +94,12 @@ class Table:
                 continue
             rows[verdict.label] = {
                 "n": n, "mean": float(self.frame[ours].iloc[i]), "se": float(self.frame[self.errors[ours]].iloc[i]),
-                "verdict": verdict.direction if verdict.resolved else "not resolved",
+                "verdict": verdict.direction if verdict.resolved else
+                "direction only" if verdict.reason == "n too small" else "not resolved",
                 "p": None if math.isnan(verdict.p) else verdict.p, "paper": verdict.paper,
-                "agrees_with_paper": verdict.agrees_with_paper}
+                "agrees_with_paper": verdict.agrees_with_paper, "sign": verdict.sign, "unit": verdict.unit,
+                "units": verdict.units, "diff": None if math.isnan(verdict.diff) else verdict.diff,
+                "ci": None if math.isnan(verdict.ci[0]) else list(verdict.ci), "agree": verdict.agree}
         return {"metric": self.sources.get(q), "reference": self.reference_row, "rows": rows,
                 "uninformative": q in self.uninformative}
 
@@ -130,15 +133,16 @@ def add_quantity(table: Table, data: dict[str, list], q: str, rows: Sequence[str
     table.errors[ours_col] = se_col
     table.sources[q] = source
     if quantity.tested:
-        ref = summaries.get(reference) if reference is not None else None
         paper_ref = paper.get(reference) if paper is not None and reference is not None else None
-        verdicts = []
-        for lb in rows:
-            paper_dir = None
-            if paper is not None and paper_ref is not None and lb != reference:
-                paper_dir = direction_of(paper.get(lb, math.nan), paper_ref, quantity.better)
-            verdicts.append(compare(lb, summaries[lb], ref, quantity.better, is_reference=lb == reference and
-                                    summaries[lb].n > 0, paper=paper_dir))
+        paper_dirs = {lb: direction_of(paper.get(lb, math.nan), paper_ref, quantity.better)
+                      for lb in rows if paper is not None and paper_ref is not None and lb != reference}
+        if values is None:  # paired by (first_stage_seed, seed) where the rows share runs
+            keyed = {lb: _by_pair(members.get(lb, ()), quantity, source) for lb in rows}
+            verdicts = compare_rows(keyed, reference, quantity.better, paper=paper_dirs)
+        else:
+            ref = summaries.get(reference) if reference is not None else None
+            verdicts = [compare(lb, summaries[lb], ref, quantity.better, paper=paper_dirs.get(lb),
+                                is_reference=lb == reference and summaries[lb].n > 0) for lb in rows]
         mark_col = f"{label} vs default"
         data[mark_col] = [v.text for v in verdicts]
         table.marks[q] = mark_col
@@ -146,6 +150,28 @@ def add_quantity(table: Table, data: dict[str, list], q: str, rows: Sequence[str
     if count_column:
         data[count_column] = [summaries[lb].n for lb in rows]
         table.counts[q] = count_column
+
+
+def pair_key(run: Mapping[str, Any]) -> tuple[int, int]:
+    """(first_stage_seed, seed) of a run: the replicate it is of both levels (absent = 0, the defaults)."""
+    from analysis.matching import MISSING, lookup
+
+    return tuple(0 if lookup(run, k) is MISSING else int(float(lookup(run, k))) for k in ("first_stage_seed", "seed"))
+
+
+def _by_pair(runs: Sequence[Mapping[str, Any]], quantity: Quantity, source: str) -> dict[tuple, list[float]]:
+    out: dict[tuple, list[float]] = {}
+    for run in runs:
+        v = value(run, quantity, source)
+        if not math.isnan(v):
+            out.setdefault(pair_key(run), []).append(v)
+    return out
+
+
+def replicates(runs: Sequence[Mapping[str, Any]]) -> str:
+    """"K x M": the distinct autoencoders (first_stage_seed) and stage-2 seeds among a row's runs."""
+    keys = [pair_key(r) for r in runs]
+    return f"{len({k[0] for k in keys})} x {len({k[1] for k in keys})}" if keys else "0"
 
 
 def summaries_of(table: Table, q: str) -> dict[str, Summary]:

@@ -17,7 +17,8 @@ import pandas as pd
 
 from analysis import reference
 from analysis.axes import Axis, load_axes
-from analysis.aggregate import MISSING_TEXT, Table, add_quantity, completed, nanmean  # noqa: F401 (re-exported)
+from analysis.aggregate import (MISSING_TEXT, Table, add_quantity, completed, nanmean,  # noqa: F401 (re-exported)
+                                pair_key, replicates)
 from analysis.collect import config_columns
 from analysis.control import ABSENT, apply_control, canon, count_values, ignored, is_seed, show
 from analysis.matching import MISSING, lookup, matches, spec_keys  # noqa: F401 (MISSING re-exported)
@@ -170,17 +171,37 @@ def table3(runs: pd.DataFrame, key: str, *, where: Mapping[str, Any] | None = No
         if count:
             counts[count] = data.pop(count)
     data.update(counts)
+    data["AE x seeds"] = [replicates(members[label]) for label in axis.rows]
     frame = pd.DataFrame(data)
     for name in counts:
         frame[name] = frame[name].astype(int)
     table.frame = frame
     if members[axis.default] == [] and everyone:
         notes.append(f"The paper-default row ({axis.default}) has no runs: rows are not compared.")
-    table.notes = [RULE] + report.notes() + notes + _metric_notes(quantities, table.sources)
+    table.notes = [RULE, *budget(everyone)] + report.notes() + notes + _metric_notes(quantities, table.sources)
+    if everyone and len({pair_key(r)[0] for r in everyone}) == 1:
+        table.notes.insert(1, f"Every run shares one autoencoder (first_stage_seed {pair_key(everyone[0])[0]}): "
+                              f"the marks hold for that autoencoder; whether they hold beyond it is what "
+                              f"`walt-tables --replicate` over a sweep with another first_stage_seed answers.")
     filled = table.filled_rows
     if len(filled) == 1 and len(axis.rows) > 1:
         table.diagnostics.append(f"only row {filled[0]} has runs: the runs do not vary {axis_text}")
     return table
+
+
+def budget(runs: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The training and evaluation budget of a table's runs, for its caption: a result at 750 steps is
+    read as that."""
+    def values(key: str, fallback: str | None = None) -> str:
+        found = {int(float(lookup(r, key))) for r in runs if lookup(r, key) is not MISSING}
+        if not found and fallback:
+            return values(fallback)
+        return "/".join(map(str, sorted(found))) or "?"
+
+    if not runs:
+        return []
+    return [f"Budget: autoencoder {values('first_stage_steps')} steps, stage 2 "
+            f"{values('global_step', 'trainer.max_steps')} steps, {values('eval.num_samples')} samples per evaluation."]
 
 
 def _count_once(members: dict[str, list[dict]], config_keys: Sequence[str]) -> tuple[dict[str, list[dict]], int]:

@@ -157,8 +157,8 @@ def test_demo_sweep_fills_3a_and_3c_without_flags(demo_sweep, tmp_path, capsys):
     cells = {c["patch size p"]: c for c in _md_rows(t3a)}
     assert cells["1"]["FVD_synth (ours)"] == f"{f.at[0, 'FVD_synth (ours)']:.3f} ± {se:.3f}"
     assert cells["1"]["FVD_synth vs default"] == "(default)"
-    assert cells["2"]["FVD_synth vs default"].startswith("worse (p") and "paper: worse" in cells["2"]["FVD_synth vs default"]
-    assert cells["2"]["IS_synth vs default"].startswith("not resolved (p=")
+    assert cells["2"]["FVD_synth vs default"].startswith("worse (Holm p") and "paper: worse" in cells["2"]["FVD_synth vs default"]
+    assert cells["2"]["IS_synth vs default"].startswith("not resolved (Holm p=")
     assert cells["2"]["class acc (ours)"].startswith("0.7")  # synth_acc: ours only, no paper column
     assert "class acc (paper)" not in f.columns
     assert f["class acc real clips (ours)"].tolist()[:2] == pytest.approx([0.95, 0.95])  # the classifier's ceiling, beside it
@@ -184,7 +184,7 @@ def test_single_seed_rows_are_not_resolved(tmp_path):
         write_run(tmp_path / f"p{p}", cfg, {"fvd_synth": 1.0 + p})
     t = table3(collect_runs(tmp_path), "3a")
     assert t.frame["n"].tolist() == [1, 1, 0] and math.isnan(t.frame["FVD_synth (ours) SE"].iloc[0])
-    assert t.resolved("fvd")["2"].text == "not resolved (n<2; paper: worse)"
+    assert t.resolved("fvd")["2"].text == "direction only (n too small): worse in 1/1 pairs; paper: worse"
     assert _md_rows(t)[0]["FVD_synth (ours)"] == "2.00"  # no "±" with one run
 
 
@@ -390,7 +390,10 @@ def test_layout_table(layout_runs, tmp_path):
     assert f.at["Latte V1 (S / T blocks alternate)", "params [M] (ours)"] == pytest.approx(0.3)
     marks = t.resolved("fvd")
     assert marks["Latte V2 (late fusion: S blocks, then T)"].direction == "worse"
-    assert not marks["Latte V4 (heads split S / T)"].resolved  # 1.02 vs 1.0 within noise
+    # 1.02 vs 1.0 within the seeds' spread, but every seed's noise is shared by both rows: the paired
+    # differences are 0.02 on all three seeds, so the paired test resolves it
+    v4 = marks["Latte V4 (heads split S / T)"]
+    assert v4.resolved and v4.unit == "seeds (one autoencoder)" and v4.agree == "3/3"
     assert "FVD_synth vs W.A.L.T" in t.frame.columns
     assert any("model.patch_size = 1 (paper default; 1 run(s) at 2 left out)" in n for n in t.notes)
     assert "steps/s (ours)" in t.frame.columns and "FVD (paper)" not in t.frame.columns
@@ -412,7 +415,7 @@ def test_baseline_flags_metrics_that_do_not_separate_from_untrained(demo_sweep, 
     assert "IS_synth (ours) does not separate trained runs from the untrained baseline (1.05)" in md
     assert "uninformative (≈ untrained)" in md and "FVD_synth (ours) does not separate" not in md
     row2 = next(line for line in md.splitlines() if line.startswith("| 2 |"))
-    assert "worse (p<0.001; paper: worse)" in row2  # fvd_synth marks are kept
+    assert "worse (Holm p<0.001, 3 seeds (one autoencoder); paper: worse)" in row2  # fvd_synth marks are kept
     # every row better than the baseline, but by less than its seed noise can show (t ~ 2, p ~ 0.2 at n = 3):
     # not called uninformative, not called evidence either
     baseline = tmp_path / "demo_baseline_2"
@@ -432,7 +435,7 @@ def test_baseline_flags_metrics_that_do_not_separate_from_untrained(demo_sweep, 
     row1 = next(line for line in md.splitlines() if line.startswith("| 1 |"))
     row2 = next(line for line in md.splitlines() if line.startswith("| 2 |"))
     assert "not shown better" not in row1 and row2.count("not shown better than untrained") == 1
-    assert "worse (p<0.001; paper: worse)" not in row2 and "not beyond noise in row(s) 2 (n=3" in md
+    assert "worse (Holm p<0.001, 3 seeds (one autoencoder); paper: worse)" not in row2 and "not beyond noise in row(s) 2 (n=3" in md
 
     summary = table3(collect_runs(demo_sweep), "3a").summary("fvd")
     assert summary["metric"] == "fvd_synth" and summary["reference"] == "1" and list(summary["rows"]) == ["2"]
@@ -470,3 +473,53 @@ def test_where_tags_and_notes_are_not_axes(tmp_path):
     assert table3(runs, "3a", where={"tags": "ablation"}).frame["n"].tolist() == [2, 0, 0]
     t = table3(runs, "3a")  # differing tags / notes are not held: all three are replicates of p = 1
     assert t.frame["n"].tolist() == [3, 0, 0] and "held fixed: nothing" in " ".join(t.notes)
+
+
+def test_paired_design_resolves_what_an_unpaired_test_cannot():
+    """Seed noise shared by both rows (same (autoencoder, seed)) is large against the effect: Welch on the
+    rows' means does not resolve it; the per-pair differences (all +0.5) do."""
+    noise = {0: 0.0, 1: 8.0, 2: -6.0}
+    ref = {(0, s): [50.0 + n] for s, n in noise.items()}
+    row = {(0, s): [50.5 + n + 0.01 * s] for s, n in noise.items()}
+    welch = stats.welch_p(stats.summarize([v[0] for v in row.values()]), stats.summarize([v[0] for v in ref.values()]))
+    assert welch > 0.9
+    v = {x.label: x for x in stats.compare_rows({"ref": ref, "row": row}, "ref", stats.LOWER)}["row"]
+    assert v.resolved and v.direction == "worse" and v.unit == "seeds (one autoencoder)" and v.units == 3
+    assert v.agree == "3/3" and v.ci[0] > 0 and v.p < 0.01
+
+
+def test_too_few_units_give_a_direction_only():
+    """Two autoencoders x three seeds: the unit is the autoencoder (its per-AE mean difference), n = 2 < 3, so
+    however clear the pairs, the mark is the sign and the share of pairs that agree."""
+    ref = {(ae, s): [10.0] for ae in (0, 1) for s in range(3)}
+    row = {(ae, s): [8.0 if (ae, s) != (1, 2) else 10.5] for ae in (0, 1) for s in range(3)}
+    v = {x.label: x for x in stats.compare_rows({"ref": ref, "row": row}, "ref", stats.LOWER)}["row"]
+    assert not v.resolved and v.unit == "autoencoders" and v.units == 2
+    assert v.text == "direction only (n too small): better in 5/6 pairs"
+
+
+def test_shared_autoencoder_table_says_its_marks_are_conditional(tmp_path):
+    for p in (1, 2):
+        for seed in range(3):
+            cfg = copy.deepcopy(DEMO_CONFIG)
+            set_key(cfg, "model.patch_size", p)
+            cfg["seed"], cfg["first_stage_seed"] = seed, 0
+            write_run(tmp_path / f"p{p}_s{seed}", cfg, {"fvd_synth": 10.0 * p + NOISE[seed]})
+    t = table3(collect_runs(tmp_path), "3a")
+    assert t.frame["AE x seeds"].tolist()[:2] == ["1 x 3", "1 x 3"]
+    assert any(n.startswith("Every run shares one autoencoder (first_stage_seed 0)") for n in t.notes)
+    assert any(n.startswith("Budget: autoencoder") and "samples per evaluation" in n for n in t.notes)
+    assert t.resolved("fvd")["2"].unit == "seeds (one autoencoder)"
+
+
+def test_holm_corrects_across_rows():
+    assert stats.holm([0.01, 0.04, math.nan, 0.03]) == pytest.approx([0.03, 0.06, math.nan, 0.06], nan_ok=True)
+    # three rows each at raw p ~ 0.03: alone each would resolve, corrected none does
+    ref = {(0, s): [10.0] for s in range(3)}
+    rows = {"ref": ref}
+    for i in range(3):
+        rows[f"r{i}"] = {(0, s): [10.0 + d] for s, d in enumerate((1.0, 1.4, 0.8))}
+    raw = stats._t_test([1.0, 1.4, 0.8])[0]
+    assert 0.02 < raw < 0.05
+    verdicts = stats.compare_rows(rows, "ref", stats.LOWER)
+    assert all(not v.resolved and v.p == pytest.approx(min(1.0, 3 * raw)) for v in verdicts[1:])
