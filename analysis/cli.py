@@ -3,6 +3,7 @@
     walt-tables outputs/multirun/demo                 every table the sweep ran, no flags needed
     walt-tables outputs/multirun --tables 3a,3c       those tables (written when any row has runs)
     walt-tables --checkpoints outputs/runs/a outputs/runs/b    metric against checkpoint step
+    walt-tables --replicate sweep_a sweep_b            do two sweeps of one preset draw the same conclusions?
 
 Writes into --out (default <dir>/tables):
   all_runs.csv            one row per run: run_dir, status, the config keys that differ between runs,
@@ -68,6 +69,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         "better, but not beyond seed noise)")
     p.add_argument("--checkpoints", action="store_true",
                    help="metric-against-step tables and plots from results.json `checkpoints` of the given runs")
+    p.add_argument("--replicate", action="store_true",
+                   help="two sweep directories of one preset (two machines, two first_stage_seed values): build each "
+                        "one's tables and report, row by row, whether the directions agree, the intervals overlap and "
+                        "the resolved conclusions replicate (replication.md in --out)")
     p.add_argument("--metrics", default="",
                    help="with --checkpoints: comma-separated metrics to include (default: all evaluated)")
     args = p.parse_args(argv)
@@ -138,6 +143,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     root = Path(common_root(args.roots))
     if args.checkpoints:
         return _checkpoints(args, args.out or root / "checkpoint_tables")
+    if args.replicate:
+        return _replicate(args, args.out or root / "replication")
     out = args.out or root / "tables"
 
     baseline = None
@@ -198,6 +205,36 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"  {path}")
     if not args.auto and len(left_out) == len(args.tables):
         return 1
+    return 0
+
+
+def summaries(runs, args) -> dict:
+    """Table -> metric -> Table.summary of every table the runs fill (as summary.json holds)."""
+    out = {}
+    for name in args.tables:
+        if name == "main":
+            continue
+        table = build(name, runs, args)
+        if wanted(name, table, args.auto)[0]:
+            out[name] = {q: table.summary(q) for q in table.marks}
+    return out
+
+
+def _replicate(args, out: Path) -> int:
+    from analysis.replicate import compare_summaries, report
+
+    if len(args.roots) != 2:
+        print(f"walt-tables --replicate takes two sweep directories, got {len(args.roots)}", file=sys.stderr)
+        return 2
+    a, b = (summaries(collect_many([root]), args) for root in args.roots)
+    if not a and not b:
+        print("walt-tables --replicate: neither directory fills a table", file=sys.stderr)
+        return 1
+    text = report(compare_summaries(a, b), str(args.roots[0]), str(args.roots[1]))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "replication.md").write_text(text)
+    print(text, end="")
+    print(f"wrote {out / 'replication.md'}")
     return 0
 
 

@@ -523,3 +523,31 @@ def test_holm_corrects_across_rows():
     assert 0.02 < raw < 0.05
     verdicts = stats.compare_rows(rows, "ref", stats.LOWER)
     assert all(not v.resolved and v.p == pytest.approx(min(1.0, 3 * raw)) for v in verdicts[1:])
+
+
+def _sweep(root, effects, noise=NOISE):
+    """A 3a sweep of 3 seeds on one autoencoder: fvd_synth = 10 + effect[p] + the seed's noise."""
+    for p, effect in effects.items():
+        for seed in range(3):
+            cfg = copy.deepcopy(DEMO_CONFIG)
+            set_key(cfg, "model.patch_size", p)
+            cfg["seed"] = seed
+            write_run(root / f"p{p}_s{seed}", cfg, {"fvd_synth": 10.0 + effect + noise[seed] * (1 + p)})
+    return root
+
+
+def test_replication_report_agree_disagree_and_missing_row(tmp_path, capsys):
+    a = _sweep(tmp_path / "a", {1: 0.0, 2: 3.0, 4: 5.0})
+    b = _sweep(tmp_path / "b", {1: 0.0, 2: 3.2, 4: -5.0})  # p = 2 replicates, p = 4 reverses
+    c = _sweep(tmp_path / "c", {1: 0.0, 2: 2.9})  # p = 4 not run
+    assert main(["--replicate", str(a), str(b), "--out", str(tmp_path / "ab")]) == 0
+    text = capsys.readouterr().out
+    row = {line.split("|")[3].strip(): line for line in text.splitlines() if line.startswith("| 3a | fvd |")}
+    assert row["2"].endswith("| yes | yes | replicates |")
+    assert row["4"].endswith("| no | no | does not replicate |")
+    assert "1 of 2 conclusions replicate" in text and (tmp_path / "ab" / "replication.md").exists()
+    assert main(["--replicate", str(a), str(c), "--out", str(tmp_path / "ac")]) == 0
+    text = capsys.readouterr().out
+    row = {line.split("|")[3].strip(): line for line in text.splitlines() if line.startswith("| 3a | fvd |")}
+    assert row["4"].endswith("missing in B |") and "1 of 2 conclusions replicate" in text
+    assert main(["--replicate", str(a), "--out", str(tmp_path / "x")]) == 2
