@@ -51,7 +51,7 @@ def _params(params: Mapping[str, str]) -> tuple[str, list, dict[str, Any]]:
     parser = OverridesParser.create()
     swept, fixed = [], {}
     for key, text in params.items():
-        if key == "seed":
+        if key in ("seed", "first_stage_seed"):  # replicates, not the axis
             continue
         override = parser.parse_overrides([f"{key}={text}"])[0]
         if override.is_sweep_override():

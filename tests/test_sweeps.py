@@ -117,3 +117,19 @@ def test_layouts_sweep_runs_and_fills_the_cross_paper_table(tmp_path):
     for column in ("FVD_synth (ours)", "steps/s (ours)", "params [M] (ours)"):
         assert frame[column].notna().all() and (frame[column].astype(str) != "—").all(), frame[column]
     assert frame["n"].tolist() == [1] * 7
+
+
+def test_first_stage_seeds_cross_autoencoders_with_seeds(tmp_path):
+    """first_stage_seeds=K x seeds=M: every grid point runs K x M jobs in distinct directories; K = 1 keeps
+    the directory names of sweeps without autoencoder replicates."""
+    import json
+
+    out = walt_train(["-m", "experiment=demo", "+sweep=table3a", "model.patch_size=1,2", "seeds=2",
+                      "first_stage_seeds=2", "dry_run=true", f"paths.output_dir={tmp_path}"], cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    jobs = [json.loads(line) for line in out.stdout.splitlines() if line.startswith('{"run_dir"')]
+    dirs = {os.path.basename(j["run_dir"]) for j in jobs}
+    assert len(jobs) == len(dirs) == 8
+    assert "experiment=demo,model.patch_size=1,seed=0" in dirs
+    assert "experiment=demo,model.patch_size=1,seed=0,first_stage_seed=1" in dirs
+    assert sum("first_stage_seed=1" in j["overrides"] for j in jobs) == 4

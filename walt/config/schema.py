@@ -230,6 +230,9 @@ class TrainConfig:
     tags, notes: free-form labels of the run, stored in results.json and TensorBoard's HPARAMS.
     seeds: replicates per sweep point: the sweep presets sweep `seed` over range(0, seeds), so every
         table row carries n = seeds runs (`walt-train -m +sweep=table3a seeds=3`).
+    first_stage_seeds: autoencoder replicates K: the sweep presets also sweep `first_stage_seed` over
+        range(0, first_stage_seeds), each autoencoder shared by every grid point that uses it, so a row
+        holds K x seeds runs and its comparisons can resample autoencoders (analysis.stats).
     dry_run: print what the run (or every job of a -m sweep) would do and where, then stop.
     axis: set by a sweep preset: the table its swept values are the rows of (analysis.axes reads it from the
         preset; training ignores it).
@@ -254,6 +257,7 @@ class TrainConfig:
     tags: List[str] = field(default_factory=list)
     notes: str = ""
     seeds: int = 1
+    first_stage_seeds: int = 1
     dry_run: bool = False
     axis: Optional[Dict[str, Any]] = None
     autoencoder: Any = None
@@ -265,13 +269,16 @@ class TrainConfig:
     lowres: LowResConfig = field(default_factory=LowResConfig)
 
 
-def run_dirname(overrides: str, limit: int = 120) -> str:
+def run_dirname(overrides: str, first_stage_seed: int = 0, limit: int = 120) -> str:
     """A sweep job's directory name from its overrides: readable, one path component (no '/'), and
     at most `limit` characters (long override lists end in a hash), so re-running the same sweep
-    maps every job to the same directory and file systems accept the name."""
+    maps every job to the same directory and file systems accept the name. first_stage_seed is left
+    out of the overrides (it is no axis) and named only when it is not 0, so K = 1 keeps its names."""
     import hashlib
 
     name = str(overrides).replace(os.sep, "_") or "default"
+    if int(first_stage_seed):
+        name = f"{name},first_stage_seed={int(first_stage_seed)}"
     if len(name) <= limit:
         return name
     return f"{name[: limit - 13]}-{hashlib.sha256(name.encode()).hexdigest()[:12]}"
