@@ -24,7 +24,7 @@ from walt.data.video import to_model_range
 from walt.eval.reference import reference_clips, reference_datamodule
 from walt.eval.sampling import generate
 from walt.metrics import FeatureStats, c3d_inception_score, image_fidelity
-from walt.metrics.c3d import to_uint8
+from walt.utils import to_uint8
 from walt.modules.build import build_module, load_module
 from walt.sample import main as sample_main
 from walt.weights import WeightsError

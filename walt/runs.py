@@ -88,6 +88,15 @@ def update_results(run_dir: str | os.PathLike, **sections: Any) -> dict:
     return results
 
 
+def checkpoint_step(path: str | os.PathLike) -> int:
+    """The global step stored in a checkpoint file (0 when it holds none). Loaded with weights_only=True,
+    as every checkpoint is (a pickle that would run code is refused), and memory-mapped, so the tensors
+    are not read just for the step. torch is imported on call: analysis imports this module without it."""
+    import torch
+
+    return int(torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("global_step", 0))
+
+
 def is_complete(run_dir: str | os.PathLike) -> bool:
     return (Path(run_dir) / COMPLETED).exists()
 

@@ -33,7 +33,7 @@ from walt.eval.checkpoints import select_checkpoints, split_ckpt_override
 from walt.data.video import (Sampling, VideoDecodeError, channels_first, read_first_frames, resize_crop,
                              to_model_range)
 from walt.eval.sampling import class_cycle, eval_device, generate, sampling_settings
-from walt.metrics.c3d import to_uint8
+from walt.utils import to_uint8
 from walt.modules.build import load_module
 
 log = logging.getLogger(__name__)

@@ -1,10 +1,14 @@
-"""Small helpers shared by the typed configs: plain containers and checked dataclass construction."""
+"""Small helpers shared across layers: plain containers and checked dataclass construction for the typed
+configs, the launch rank, and the one float-video -> uint8 conversion."""
 from __future__ import annotations
 
 import dataclasses
 import enum
 import typing
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
+
+if TYPE_CHECKING:
+    import torch
 
 
 def plain(value: Any) -> Any:
@@ -115,3 +119,11 @@ def launch_rank() -> int:
             return int(os.environ[var])
     local, node = os.environ.get("LOCAL_RANK", "0"), os.environ.get("NODE_RANK", "0")
     return int(local) + int(node) if local.isdigit() and node.isdigit() else 0
+
+
+def to_uint8(videos: torch.Tensor) -> torch.Tensor:
+    """Pixels in [-1, 1] -> uint8 0..255 (same shape), clamped and rounded, as a saved video holds them: the
+    one conversion, so metric inputs (C3D, Inception, StyleGAN-V I3D), grids and written files agree."""
+    import torch
+
+    return ((videos.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)

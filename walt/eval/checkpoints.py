@@ -12,9 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-import torch
-
-from walt.runs import LAST_CKPT
+from walt.runs import LAST_CKPT, checkpoint_step
 
 CKPT_KEY = "ckpt"
 STEP_FILE = re.compile(r"step(\d+)\.ckpt$")
@@ -38,21 +36,17 @@ def split_ckpt_override(args: Sequence[str], default: str = "last") -> tuple[str
     return spec, rest
 
 
-def global_step(path: Path) -> int:
-    return int(torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("global_step", 0))
-
-
 def run_checkpoints(run_dir: str | Path) -> list[Checkpoint]:
     """Every checkpoint of a run, one per global step (last.ckpt for its step), sorted by step."""
     run_dir = Path(run_dir)
     by_step: dict[int, Checkpoint] = {}
     for path in sorted((run_dir / LAST_CKPT).parent.glob("step*.ckpt")):
         if STEP_FILE.search(path.name):
-            step = global_step(path)
+            step = checkpoint_step(path)
             by_step[step] = Checkpoint(path, step, False)
     last = run_dir / LAST_CKPT
     if last.exists():
-        step = global_step(last)
+        step = checkpoint_step(last)
         by_step[step] = Checkpoint(last, step, True)
     return [by_step[s] for s in sorted(by_step)]
 

@@ -18,7 +18,7 @@ from typing import Iterable, Optional
 import torch
 from einops import rearrange
 
-from walt.metrics.c3d import to_uint8
+from walt.utils import to_uint8
 
 log = logging.getLogger(__name__)
 TB_DIR = "tensorboard"

@@ -17,6 +17,7 @@ import torch
 
 from walt.metrics.frechet import inception_score
 from walt.metrics.protocol import MetricProtocol
+from walt.utils import to_uint8
 from walt.weights import WeightsError, WeightsSpec, load_torchscript
 
 log = logging.getLogger(__name__)
@@ -35,12 +36,6 @@ METRIC = "is_c3d"
 def load_c3d(path: str | Path | None = None, device: str | torch.device = "cpu") -> tuple[torch.jit.ScriptModule, str]:
     """(classifier, "sha256:<hex>" of the file); raises WeightsError when the file is missing or unreadable."""
     return load_torchscript(C3D_SPEC, path, device)
-
-
-def to_uint8(videos: torch.Tensor) -> torch.Tensor:
-    """Pixels in [-1, 1] -> uint8 0..255 (same shape), as a saved video holds them: the suite's one
-    conversion (C3D and Inception inputs, sample grids and files)."""
-    return ((videos.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
 
 
 def as_probabilities(out: torch.Tensor) -> torch.Tensor:

@@ -16,7 +16,7 @@ import torch
 from einops import rearrange
 from torch.utils.data import Dataset
 
-from walt.metrics.c3d import to_uint8
+from walt.utils import to_uint8
 from walt.metrics.protocol import MetricProtocol
 from walt.weights import WeightsError, WeightsSpec, file_checksum, resolve_weights
 

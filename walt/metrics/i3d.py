@@ -18,6 +18,7 @@ from einops import rearrange, reduce
 from torch import nn
 
 from walt.metrics.protocol import register_extractor
+from walt.utils import to_uint8
 from walt.weights import WeightsError, WeightsSpec, load_torchscript, resolve_weights
 
 I3D_SPEC = WeightsSpec(
@@ -236,7 +237,7 @@ class TorchScriptI3DExtractor:
         for chunk in videos.split(self.batch_size):
             chunk = chunk.to(self.device)
             if self.native:
-                x = ((chunk.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+                x = to_uint8(chunk)
                 y = self.detector(x, rescale=True, resize=True, return_features=True)
             else:
                 y = self.detector(preprocess_i3d(chunk), rescale=False, resize=False, return_features=True)

@@ -18,6 +18,7 @@ from walt.modules.autoencoder import AutoencoderModule, load_autoencoder
 from walt.modules.interpolation import InterpolationModule
 from walt.modules.latent_diffusion import LatentDiffusionModule
 from walt.modules.super_resolution import SuperResolutionModule
+from walt.runs import checkpoint_step
 
 CASCADE_MODULES = {"super_resolution": SuperResolutionModule, "interpolation": InterpolationModule}
 
@@ -67,8 +68,7 @@ def load_module(run: RunConfig, ckpt_path: str | Path) -> tuple[L.LightningModul
     if not path.exists():
         raise FileNotFoundError(f"no checkpoint {path}: train the run first (walt-train)")
     if run.stage == "autoencoder":
-        step = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("global_step", 0)
-        return load_autoencoder(str(path)), int(step)
+        return load_autoencoder(str(path)), checkpoint_step(path)
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     module = build_module(run)
     module.load_state_dict(ckpt["state_dict"])

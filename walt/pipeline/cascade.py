@@ -34,6 +34,7 @@ from walt.modules.build import load_module
 from walt.modules.interpolation import InterpolationModule
 from walt.modules.latent_diffusion import LatentDiffusionModule
 from walt.modules.super_resolution import CascadeStageModule
+from walt.utils import to_uint8
 
 log = logging.getLogger(__name__)
 
@@ -120,11 +121,6 @@ def sample_cascade(stages: Sequence[LatentDiffusionModule], captions: Sequence[s
             "seed": seed, "steps": steps, "guidance": guidance, "chunks": chunks, "aug_level": aug_level,
             "latent_shapes": [list(z.shape) for z in stitched]})
     return result
-
-
-def to_uint8(videos: torch.Tensor) -> torch.Tensor:
-    """[-1, 1] -> uint8 in [0, 255], same shape."""
-    return ((videos.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
 
 
 def write_outputs(videos: torch.Tensor, captions: Sequence[str], out_dir: Path, fps: int, settings: dict) -> list[Path]:

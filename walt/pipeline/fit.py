@@ -76,8 +76,7 @@ def check_resume(run: RunConfig, stored_path: Path) -> None:
 def resumed(resume: Optional[Path]) -> str:
     if resume is None:
         return "fresh start"
-    step = torch.load(resume, map_location="cpu", weights_only=True, mmap=True).get("global_step")
-    return f"resuming from {resume} (step {step})"
+    return f"resuming from {resume} (step {runs.checkpoint_step(resume)})"
 
 
 def banner(run: RunConfig, resume: Optional[Path]) -> str:

@@ -12,6 +12,8 @@ from typing import Callable, Sequence
 
 import torch
 
+from walt import runs
+
 Encode = Callable[[Sequence[str]], tuple[torch.Tensor, torch.Tensor]]
 
 
@@ -43,15 +45,13 @@ class TextEmbeddingCache:
         return states, torch.stack([self.entries[c][1] for c in captions])
 
     def save(self) -> Path:
-        """Write every entry (atomically: a temporary file renamed into place)."""
+        """Write every entry atomically: readers never see half a cache, and a killed save leaves the old one."""
         captions = list(self.entries)
         data = {"identity": self.identity, "captions": captions,
                 "states": torch.stack([self.entries[c][0] for c in captions]) if captions else torch.zeros(0),
                 "mask": torch.stack([self.entries[c][1] for c in captions]) if captions else torch.zeros(0, dtype=torch.bool)}
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(self.path.suffix + ".tmp")
-        torch.save(data, tmp)
-        os.replace(tmp, self.path)
+        with runs.atomic_write(self.path, "wb") as f:
+            torch.save(data, f)
         return self.path
 
 
