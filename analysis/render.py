@@ -1,8 +1,9 @@
-"""Tables as Markdown (pipe tables) and LaTeX (booktabs tabular), with no template engine.
+"""Tables as Markdown (pipe tables) and LaTeX (booktabs tabular, through pandas' Styler).
 
-pandas' own writers need optional packages (to_markdown: tabulate, to_latex: jinja2) that the
-suite does not depend on, and they would print NaN as "nan": here a missing number is written as a
-dash (Markdown "—", LaTeX "--"), never as 0, and paper numbers keep the paper's decimals.
+The cells are formatted here, not by pandas, whose writers would print NaN as "nan": a missing number
+is written as a dash (Markdown "—", LaTeX "--"), never as 0, and paper numbers keep the paper's decimals.
+Markdown needs no writer (pandas' to_markdown would need tabulate); LaTeX is Styler.to_latex (Jinja2),
+which escapes LaTeX's special characters in cells and headers.
 Ours is written "mean ± SE" in one cell (the SE column is folded in; with n = 1 the mean alone), and
 each metric's header carries its direction: ↓ lower is better, ↑ higher is better. The table's
 numbers, SE columns included, also go to <stem>.csv.
@@ -20,9 +21,8 @@ from analysis.aggregate import MISSING_TEXT, Table
 from analysis.stats import ARROWS
 
 LATEX_MISSING = "--"
-_LATEX_ARROWS = {"↓": r"$\downarrow$", "↑": r"$\uparrow$", "±": r"$\pm$", "<": r"$<$", ">": r"$>$"}
-_LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "—": "--"}
+# what Styler's LaTeX escaping leaves alone but text mode would not print (applied after it)
+_LATEX_SYMBOLS = {"↓": r"$\downarrow$", "↑": r"$\uparrow$", "±": r"$\pm$", "<": r"$<$", ">": r"$>$", "—": "--", "≈": r"$\approx$"}
 
 
 def format_number(x: Any, decimals: int | None = None, missing: str = MISSING_TEXT, widen: bool = False) -> str:
@@ -111,23 +111,17 @@ def to_markdown(table: Table, *, heading: bool = True) -> str:
 
 
 def to_latex(table: Table) -> str:
-    """A booktabs `tabular` (needs \\usepackage{booktabs}); caption and notes as % comments."""
-    heads = [latex_escape(header(table, c)) for c in shown_columns(table)]
-    rows = cells(table, missing=LATEX_MISSING)
-    lines = [f"% {table.caption}"] + [f"% {n.replace(MISSING_TEXT, LATEX_MISSING)}" for n in table.notes]
-    lines.append(r"\begin{tabular}{" + "".join(alignment(table)) + "}")
-    lines.append(r"\toprule")
-    lines.append(" & ".join(heads) + r" \\")
-    lines.append(r"\midrule")
-    for row in rows:
-        lines.append(" & ".join(c if c == LATEX_MISSING else latex_escape(c) for c in row) + r" \\")
-    lines.append(r"\bottomrule")
-    lines.append(r"\end{tabular}")
-    return "\n".join(lines) + "\n"
+    """A booktabs `tabular` (needs \\usepackage{booktabs}) written by Styler.to_latex; caption and notes as
+    % comments above it, so the file can be \\input into any table float."""
+    body = pd.DataFrame(cells(table, missing=LATEX_MISSING), columns=[header(table, c) for c in shown_columns(table)])
+    styler = (body.style.hide(axis="index").format(_latex_symbols, escape="latex")
+              .format_index(_latex_symbols, escape="latex", axis=1))
+    comments = [table.caption] + [n.replace(MISSING_TEXT, LATEX_MISSING) for n in table.notes]
+    return "".join(f"% {c}\n" for c in comments) + styler.to_latex(column_format="".join(alignment(table)), hrules=True)
 
 
-def latex_escape(text: str) -> str:
-    return "".join(_LATEX_ESCAPES.get(ch, _LATEX_ARROWS.get(ch, ch)) for ch in text)
+def _latex_symbols(text: str) -> str:
+    return "".join(_LATEX_SYMBOLS.get(ch, ch) for ch in text)
 
 
 def _md_escape(text: str) -> str:

@@ -1,5 +1,5 @@
 """Small helpers shared across layers: plain containers and checked dataclass construction for the typed
-configs, the launch rank, and the one float-video -> uint8 conversion."""
+configs, the launch rank, the one float-video -> uint8 conversion and the one seed-mixing formula."""
 from __future__ import annotations
 
 import dataclasses
@@ -127,3 +127,17 @@ def to_uint8(videos: torch.Tensor) -> torch.Tensor:
     import torch
 
     return ((videos.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
+
+def mix_seed(*parts: int, base: int = 1_000_003) -> int:
+    """The one seed of a random stream named by several integers (run seed, epoch, sample index, stage, ...),
+    so that every stream is a function of its coordinates alone, whatever ran before it.
+
+    The parts are 32-bit words (a negative one in two's complement) read as digits in `base`, reduced to the
+    64 bits torch and Python generators take. The prime default keeps small coordinates apart (the train
+    order of (seed, epoch), the replacement of a bad file (index, attempt), the cascade's streams);
+    base=2**32 packs two words exactly (walt-eval's (seed, sample index))."""
+    seed = 0
+    for part in parts:
+        seed = seed * base + (int(part) & 0xFFFFFFFF)
+    return seed & 0xFFFFFFFFFFFFFFFF

@@ -23,6 +23,7 @@ from torch.utils.data import Dataset
 from walt.data.health import SplitHealth, encode_failures, probe_split
 from walt.data.video import (ClipSpec, Reason, Sampling, VideoDecodeError, channels_first, probe, read_clip,
                              resize_crop)
+from walt.utils import mix_seed
 
 log = logging.getLogger(__name__)
 VIDEO_EXTENSIONS = (".avi", ".mp4", ".mkv", ".webm", ".mov")
@@ -47,7 +48,7 @@ def replacement(index: int, attempt: int, size: int) -> int:
     """The item tried instead of `index` after `attempt + 1` failures: pseudo-random but fixed in
     (index, attempt), so every worker and every rerun agrees, and the replacements of different bad
     files spread over the whole set instead of doubling the weight of one neighbour."""
-    return random.Random(index * 1_000_003 + attempt).randrange(size)
+    return random.Random(mix_seed(index, attempt)).randrange(size)
 
 
 class ClipDataset(Dataset):

@@ -13,9 +13,7 @@ from __future__ import annotations
 import torch
 from torch.utils.data import DistributedSampler
 
-
-def epoch_seed(seed: int, epoch: int) -> int:
-    return (int(seed) & 0xFFFFFFFF) * 1_000_003 + int(epoch)
+from walt.utils import mix_seed
 
 
 class ResumableSampler(DistributedSampler):
@@ -43,7 +41,7 @@ class ResumableSampler(DistributedSampler):
     def set_epoch(self, epoch: int) -> None:
         """Lightning calls this at each epoch start."""
         self.epoch = int(epoch)
-        self.generator.manual_seed(epoch_seed(self.seed, self.epoch))
+        self.generator.manual_seed(mix_seed(self.seed, self.epoch))
 
     def resume_at(self, epoch: int, items: int) -> None:
         """Start epoch `epoch` after its first `items` indices (the batches a checkpoint already trained on)."""
@@ -55,7 +53,7 @@ class ResumableSampler(DistributedSampler):
         return self.n // self.num_replicas
 
     def __iter__(self):
-        order = torch.randperm(self.n, generator=torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))) \
+        order = torch.randperm(self.n, generator=torch.Generator().manual_seed(mix_seed(self.seed, self.epoch))) \
             if self.shuffle else torch.arange(self.n)
         if self.num_replicas > 1:
             order = order[: len(self) * self.num_replicas][self.rank::self.num_replicas]

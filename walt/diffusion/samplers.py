@@ -80,6 +80,31 @@ def _estimates(model_fn, schedule, x, t, self_cond, prediction, clip_x0):
     return x0, eps, var_values
 
 
+# per-step update: (x_t, x0, eps, variance values or None, alpha_bar_t, alpha_bar_s) -> (mean of x_s, std of the
+# fresh noise added to it, or None for none); s is the next timestep (-1 = clean)
+StepFn = Callable[..., tuple[torch.Tensor, Optional[torch.Tensor]]]
+
+
+def _denoise(model_fn: ModelFn, schedule: NoiseSchedule, noise: torch.Tensor, update: StepFn, *, steps: int,
+             prediction: str, spacing: str, self_condition: bool, clip_x0: Optional[float],
+             generator: Optional[torch.Generator]) -> torch.Tensor:
+    """The loop both samplers share, so they differ only in `update`: estimates from the model at each
+    timestep (self-conditioned on the previous x0 estimate, zeros at the first), then x_t -> x_s; no noise
+    is added at the last step, and none is drawn where `update` adds none (the generator's stream stays put)."""
+    x, x0 = noise.float(), None
+    ts = sampling_timesteps(schedule.num_timesteps, steps, spacing)
+    for i, step in enumerate(ts):
+        prev = ts[i + 1] if i + 1 < len(ts) else -1
+        t = torch.full((x.shape[0],), step, device=x.device, dtype=torch.long)
+        x0, eps, var_values = _estimates(model_fn, schedule, x, t, x0 if self_condition else None, prediction, clip_x0)
+        ab_t = schedule.alpha_bar(t[:1]).view(1)
+        ab_s = schedule.alpha_bar(torch.full_like(t[:1], prev)).view(1)
+        x, std = update(x, x0, eps, var_values, ab_t, ab_s)
+        if std is not None and prev >= 0:
+            x = x + std * torch.randn(x.shape, device=x.device, generator=generator)
+    return x
+
+
 @torch.no_grad()
 def ddim_sample(model_fn: ModelFn, schedule: NoiseSchedule, noise: torch.Tensor, *, steps: int = 50,
                 eta: float = 0.0, prediction: str = "v", spacing: str = "trailing", self_condition: bool = False,
@@ -88,19 +113,12 @@ def ddim_sample(model_fn: ModelFn, schedule: NoiseSchedule, noise: torch.Tensor,
 
     self_condition: feed the previous step's x0 estimate to the next step (zeros at the first).
     """
-    x, x0 = noise.float(), None
-    ts = sampling_timesteps(schedule.num_timesteps, steps, spacing)
-    for i, step in enumerate(ts):
-        prev = ts[i + 1] if i + 1 < len(ts) else -1
-        t = torch.full((x.shape[0],), step, device=x.device, dtype=torch.long)
-        x0, eps, _ = _estimates(model_fn, schedule, x, t, x0 if self_condition else None, prediction, clip_x0)
-        ab_t = schedule.alpha_bar(t[:1]).view(1)
-        ab_s = schedule.alpha_bar(torch.full_like(t[:1], prev)).view(1)
+    def update(x, x0, eps, var_values, ab_t, ab_s):
         std = eta * ((1 - ab_s) / (1 - ab_t)).sqrt() * (1 - ab_t / ab_s).clamp_min(0).sqrt()
-        x = ab_s.sqrt() * x0 + (1 - ab_s - std**2).clamp_min(0).sqrt() * eps
-        if eta > 0 and prev >= 0:
-            x = x + std * torch.randn(x.shape, device=x.device, generator=generator)
-    return x
+        return ab_s.sqrt() * x0 + (1 - ab_s - std**2).clamp_min(0).sqrt() * eps, std if eta > 0 else None
+
+    return _denoise(model_fn, schedule, noise, update, steps=steps, prediction=prediction, spacing=spacing,
+                    self_condition=self_condition, clip_x0=clip_x0, generator=generator)
 
 
 @torch.no_grad()
@@ -111,22 +129,14 @@ def ddpm_sample(model_fn: ModelFn, schedule: NoiseSchedule, noise: torch.Tensor,
 
     The step variance is the posterior's beta~, or the model's learned one (learned sigma).
     """
-    x, x0 = noise.float(), None
-    ts = sampling_timesteps(schedule.num_timesteps, steps or schedule.num_timesteps, spacing)
-    for i, step in enumerate(ts):
-        prev = ts[i + 1] if i + 1 < len(ts) else -1
-        t = torch.full((x.shape[0],), step, device=x.device, dtype=torch.long)
-        x0, _, var_values = _estimates(model_fn, schedule, x, t, x0 if self_condition else None, prediction, clip_x0)
-        ab_t = schedule.alpha_bar(t[:1]).view(1)
-        ab_s = schedule.alpha_bar(torch.full_like(t[:1], prev)).view(1)
+    def update(x, x0, eps, var_values, ab_t, ab_s):
         beta = 1 - ab_t / ab_s  # beta of the (respaced) step s -> t
         mean = ab_s.sqrt() * beta / (1 - ab_t) * x0 + (1 - beta).sqrt() * (1 - ab_s) / (1 - ab_t) * x
         var = beta * (1 - ab_s) / (1 - ab_t)
-        x = mean
-        if prev >= 0:
-            std = var.sqrt() if var_values is None else (0.5 * learned_log_variance(var_values, beta, var)).exp()
-            x = x + std * torch.randn(x.shape, device=x.device, generator=generator)
-    return x
+        return mean, var.sqrt() if var_values is None else (0.5 * learned_log_variance(var_values, beta, var)).exp()
+
+    return _denoise(model_fn, schedule, noise, update, steps=steps or schedule.num_timesteps, prediction=prediction,
+                    spacing=spacing, self_condition=self_condition, clip_x0=clip_x0, generator=generator)
 
 
 def sample(model_fn: ModelFn, schedule: NoiseSchedule, noise: torch.Tensor, cfg: DiffusionConfig, *,

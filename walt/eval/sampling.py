@@ -16,6 +16,7 @@ from typing import Optional, Sequence
 import torch
 
 from walt.config.eval import EvalConfig
+from walt.utils import mix_seed
 
 
 def eval_device(ev: EvalConfig) -> torch.device:
@@ -27,7 +28,7 @@ def eval_device(ev: EvalConfig) -> torch.device:
 
 def sample_seed(seed: int, index: int) -> int:
     """Seed of sample `index` of the stream `seed` (64-bit: seed in the high half, index in the low)."""
-    return (int(seed) & 0xFFFFFFFF) << 32 | (int(index) & 0xFFFFFFFF)
+    return mix_seed(seed, index, base=1 << 32)
 
 
 def sample_inputs(module, seed: int, start: int, stop: int,

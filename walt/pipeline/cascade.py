@@ -34,7 +34,7 @@ from walt.modules.build import load_module
 from walt.modules.interpolation import InterpolationModule
 from walt.modules.latent_diffusion import LatentDiffusionModule
 from walt.modules.super_resolution import CascadeStageModule
-from walt.utils import to_uint8
+from walt.utils import mix_seed, to_uint8
 
 log = logging.getLogger(__name__)
 
@@ -49,10 +49,6 @@ class CascadeResult:
     chunks: list
     videos: Optional[torch.Tensor] = None
     files: list = field(default_factory=list)
-
-
-def _generator(seed: int, stage: int, chunk: int, salt: int = 0) -> torch.Generator:
-    return torch.Generator().manual_seed(((seed * 1009 + stage) * 1009 + chunk) * 2 + salt)
 
 
 def _as_list(value, n: int, name: str) -> list:
@@ -96,9 +92,10 @@ def sample_cascade(stages: Sequence[LatentDiffusionModule], captions: Sequence[s
         mc, out = module.model_cfg, []
         for k in range(chunks):
             shape = (B, mc.in_channels, *mc.input_size)
-            noise = torch.randn(shape, generator=_generator(seed, i, k)).to(module.device)
-            kw = dict(noise=noise, generator=torch.Generator(module.device).manual_seed(_generator(seed, i, k, 1).initial_seed()),
-                      text=text_of(module))
+            # (seed, stage, chunk): the initial noise (CPU, the same on any device) and the sampler's step noise
+            noise = torch.randn(shape, generator=torch.Generator().manual_seed(mix_seed(seed, i, k, 0)))
+            kw = dict(noise=noise.to(module.device), text=text_of(module),
+                      generator=torch.Generator(module.device).manual_seed(mix_seed(seed, i, k, 1)))
             if k > 0 and mc.context_frames == m and m > 0:  # autoregressive extension: the last m latent frames
                 context = torch.zeros(shape, device=module.device)
                 context[:, :, :m] = out[-1][:, :, -m:]
