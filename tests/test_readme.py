@@ -123,3 +123,14 @@ def test_comparing_checkpoints_workflow_runs_end_to_end(tmp_path, synthetic_root
     sample_args, = [a for a in commands("walt-sample") if "--context" not in a and a[0] != "cascade"]
     sample_main([str(run_dir), "ckpt=40", "-n", "2", "--out", str(tmp_path / "samples")])
     assert (tmp_path / "samples" / "grid.mp4").exists()
+
+
+def test_readme_axis_example_is_a_table(tmp_path):
+    """The README's one-file axis (a sweep preset with an `axis:` block) declares a table with its rows."""
+    from analysis.axes import load_axes
+
+    block = next(b for b in re.findall(r"```yaml\n(.*?)```", README.read_text(), flags=re.S) if "axis:" in b)
+    (tmp_path / "sweep").mkdir()
+    (tmp_path / "sweep" / "mlp_ratio.yaml").write_text(block)
+    axis = load_axes(str(tmp_path))["mlp_ratio"]
+    assert list(axis.rows) == ["2", "4"] and axis.default == "4" and not axis.paper
