@@ -1,5 +1,6 @@
 """Command-line entry points, run as a user would (subprocess where the process boundary matters)."""
 import json
+import re
 from pathlib import Path
 import subprocess
 import sys
@@ -62,10 +63,29 @@ def test_help_texts_list_config_groups():
     assert listed == sorted(p.stem for p in Path(SWEEPS_DIR, "sweep").glob("*.yaml")), listed
 
 
+@pytest.mark.parametrize("override,message", [
+    ("trainer.max_steps=-5", "trainer.max_steps=-5 must be >= 1 (or -1: no limit)"),
+    ("trainer.val_check_interval=0", "trainer.val_check_interval=0 must be > 0"),
+    ("optim.ema_decay=1.5", "optim.ema_decay=1.5 must be in [0, 1)"),
+    ("data.num_workers=-1", "data.num_workers=-1 must be >= 0"),
+    ("optim.warmup_steps=-10", "optim.warmup_steps=-10 must be >= 0"),
+    ("first_stage_steps=0", "first_stage_steps=0 must be >= 1"),
+])
+def test_out_of_range_numbers_are_refused_when_composed(override, message):
+    """The same check as the one-line exit-2 cases below (optim.lr, data.batch_size), in-process: before any
+    data, autoencoder or run directory is touched."""
+    from walt.config import RunConfig
+
+    with pytest.raises(ValueError, match=re.escape(message)):
+        RunConfig.load([override])
+
+
 @pytest.mark.parametrize("prog,args,message", [
     ("train", ["data.foo=1"], "walt-train: error: Could not override 'data.foo'. (Key 'foo' not in 'DataConfig')"),
     ("train", ["model.patch_size=two"], "walt-train: error: model.patch_size='two' is not a valid int"),
     ("data", ["synthetic", "data.temporal_sampling=middle"], "expected one of [random, center]"),
+    ("train", ["optim.lr=-1e-3"], "walt-train: error: optim.lr=-0.001 must be > 0"),
+    ("train", ["data.batch_size=0"], "walt-train: error: data.batch_size=0 must be >= 1"),
 ])
 def test_bad_overrides_print_one_line_and_exit_2(prog, args, message):
     out = run_cli(prog, *args)

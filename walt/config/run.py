@@ -181,6 +181,7 @@ class RunConfig:
             raise ValueError(f"stage={self.stage!r} is not one of {STAGES}")
         if str(self.trainer.get("precision")) not in PRECISIONS:
             raise ValueError(f"trainer.precision={self.trainer.get('precision')!r} is not one of {PRECISIONS}")
+        self.check_ranges()
         self.check_efficiency()
         data = self.data
         if data.num_frames < 1 or data.frame_stride < 1:
@@ -213,6 +214,30 @@ class RunConfig:
         if self.eval.after_train:
             self.metric_frames()
             self.eval_weights()
+
+    def check_ranges(self) -> None:
+        """Numbers outside what they mean (a negative rate, an empty batch), refused before any work."""
+        def number(v):
+            return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+        trainer = self.trainer
+        interval = trainer.get("val_check_interval")
+        checks = [
+            ("optim.lr", self.optim.lr, self.optim.lr > 0, "> 0"),
+            ("optim.warmup_steps", self.optim.warmup_steps, self.optim.warmup_steps >= 0, ">= 0"),
+            ("optim.weight_decay", self.optim.weight_decay, self.optim.weight_decay >= 0, ">= 0"),
+            ("optim.ema_decay", self.optim.ema_decay, 0 <= self.optim.ema_decay < 1, "in [0, 1)"),
+            ("data.batch_size", self.data.batch_size, self.data.batch_size >= 1, ">= 1"),
+            ("data.num_workers", self.data.num_workers, self.data.num_workers >= 0, ">= 0"),
+            ("trainer.max_steps", trainer.get("max_steps"), not number(trainer.get("max_steps"))
+             or trainer.get("max_steps") == -1 or trainer.get("max_steps") >= 1, ">= 1 (or -1: no limit)"),
+            ("trainer.val_check_interval", interval, not number(interval) or interval > 0,
+             "> 0 (steps, or a fraction of an epoch)"),
+            ("first_stage_steps", self.first_stage_steps, self.first_stage_steps >= 1, ">= 1"),
+        ]
+        for key, value, ok, need in checks:
+            if not ok:
+                raise ValueError(f"{key}={value} must be {need}")
 
     def validate_cascade(self) -> None:
         """A cascade stage's model must take the low-res latents (cond_channels) and their noise level."""
