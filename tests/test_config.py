@@ -177,13 +177,14 @@ def test_table3e_ablation_rows_switch_off_one_choice_each():
 
 
 def test_sweeps_replicate_every_point_over_seeds():
-    assert {tuple(p) for p in sweep_points("table3a")} >= {("seed=0", "model.patch_size=1")}
+    assert {tuple(p) for p in sweep_points("table3a")} >= {("seed=0", "first_stage_seed=0", "model.patch_size=1")}
     with_seeds = [p for p in itertools.product(*[[o] for o in ["+sweep=table3c", "seeds=3"]])]
     from hydra import compose as hydra_compose, initialize_config_dir
 
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = hydra_compose("train", overrides=list(with_seeds[0]), return_hydra_config=True)
     assert cfg.hydra.sweeper.params.seed == "range(0,3)"
+    assert cfg.hydra.sweeper.params.first_stage_seed == "range(0,1)"  # first_stage_seeds=K autoencoders
 
 
 def test_sweep_job_dirnames_are_short_single_components_and_stable():
