@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Mapping
 
 import yaml
@@ -83,7 +84,7 @@ def _group_specs(group: str, options: list[str], fixed: Mapping[str, Any]) -> di
 
     from walt.config import CONFIG_DIR, compose
 
-    sets = {o: _flatten(yaml.safe_load(open(os.path.join(CONFIG_DIR, group, f"{o}.yaml"))) or {}) for o in options}
+    sets = {o: _flatten(yaml.safe_load(Path(CONFIG_DIR, group, f"{o}.yaml").read_text()) or {}) for o in options}
     base = _flatten(OmegaConf.to_container(compose([]), resolve=False))
     keys = sorted(set().union(*sets.values()))
     return {o: {**{k: DefaultsTo(v) for k, v in fixed.items()},
@@ -92,7 +93,7 @@ def _group_specs(group: str, options: list[str], fixed: Mapping[str, Any]) -> di
 
 def read_axis(path: str) -> Axis | None:
     """The axis a sweep preset declares, or None (a grid over several axes such as the demo's)."""
-    doc = yaml.safe_load(open(path)) or {}
+    doc = yaml.safe_load(Path(path).read_text()) or {}
     meta = doc.get("axis")
     if not meta:
         return None
