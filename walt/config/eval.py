@@ -103,17 +103,21 @@ class EvalConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
-    def stage_metrics(self, stage: str) -> list[str]:
+    def stage_metrics(self, stage: str, class_conditional: bool = True) -> list[str]:
         """The metrics computed for `stage`: eval.metrics (all valid for the stage) or the defaults,
-        diffusion [fvd_synth, is_synth, synth_acc] | [fvd] and autoencoder [psnr, ssim, rfvd_synth] | [psnr, ssim, rfvd]."""
+        diffusion [fvd_synth, is_synth, synth_acc] | [fvd] and autoencoder [psnr, ssim, rfvd_synth] | [psnr, ssim, rfvd].
+        synth_acc (the class asked for vs the class recognised) needs a class-conditional model: a default
+        for one, refused up front for the others (text-to-video, unconditional)."""
         if stage not in STAGE_METRICS:
             raise ValueError(f"unknown stage {stage!r}; choose one of {sorted(STAGE_METRICS)}")
         synthetic = self.extractor == "synthetic"
         if self.metrics is None:
             if stage == "diffusion":
-                return ["fvd_synth", "is_synth", "synth_acc"] if synthetic else ["fvd"]
+                return ["fvd_synth", "is_synth", *(["synth_acc"] * class_conditional)] if synthetic else ["fvd"]
             return ["psnr", "ssim", "rfvd_synth" if synthetic else "rfvd"]
         wrong = [m for m in self.metrics if m not in STAGE_METRICS[stage]]
         if wrong:
             raise ValueError(f"eval.metrics {wrong} do not apply to stage {stage}; valid for it: {STAGE_METRICS[stage]}")
+        if "synth_acc" in self.metrics and not class_conditional:
+            raise ValueError("eval.metrics has synth_acc, which needs a class-conditional model (model.num_classes > 0)")
         return list(self.metrics)

@@ -210,7 +210,7 @@ class RunConfig:
         if self.stage in CASCADE_STAGES:
             self.validate_cascade()
             return
-        self.eval.stage_metrics(self.stage)
+        self.eval_metrics  # eval.metrics checked against the stage and the model (synth_acc needs classes)
         if self.eval.after_train:
             self.metric_frames()
             self.eval_weights()
@@ -318,9 +318,10 @@ class RunConfig:
         from walt.metrics import C3D_SPEC, I3D_SPEC, I3D_TORCHSCRIPT_SPEC, INCEPTION_SPEC
         from walt.weights import resolve_weights
 
-        ev, metrics, found = self.eval, self.eval.stage_metrics(self.stage), {}
+        ev, metrics, found = self.eval, self.eval_metrics, {}
         if ev.extractor in I3D_EXTRACTORS and any(m in ("fvd", "rfvd") for m in metrics):
-            found["i3d"] = resolve_weights(I3D_SPEC if ev.extractor == "i3d" else I3D_TORCHSCRIPT_SPEC, ev.weights)
+            found["i3d"] = resolve_weights(I3D_SPEC if ev.extractor == "i3d" else I3D_TORCHSCRIPT_SPEC, ev.weights,
+                                           verify=bool(ev.extractor_options.get("verify", True)))
         if any(m in ("fid", "is", "kid") for m in metrics):
             found["inception"] = resolve_weights(INCEPTION_SPEC, ev.inception_weights)
         if "is_c3d" in metrics:
@@ -331,6 +332,11 @@ class RunConfig:
     @property
     def run_dir(self) -> Path:
         return Path(self.paths.run_dir)
+
+    @property
+    def eval_metrics(self) -> list[str]:
+        """The metrics an evaluation of this run computes (eval.metrics or its stage's defaults)."""
+        return self.eval.stage_metrics(self.stage, class_conditional=self.model.num_classes > 0)
 
     @property
     def clip_frames(self) -> int:

@@ -22,7 +22,7 @@ COMPANIONS = {"synth_acc": ("synth_acc_real",)}
 def metric_names(run: RunConfig) -> list[str]:
     """Every value an evaluation of `run` reports: its stage's metrics plus their companions."""
     names = []
-    for m in run.eval.stage_metrics(run.stage):
+    for m in run.eval_metrics:
         names += [m, *COMPANIONS.get(m, ())]
     return names
 
@@ -43,7 +43,7 @@ class EvalContext:
     @classmethod
     def build(cls, run: RunConfig, out_dir: Optional[Path] = None) -> "EvalContext":
         """Check the metrics, resolve weights and build the networks (before any model is loaded)."""
-        metrics = run.eval.stage_metrics(run.stage)
+        metrics = run.eval_metrics
         device = eval_device(run.eval)
         nets = build_networks(run, metrics, device)
         return cls(run, Path(out_dir or run.run_dir) / EVAL_DIR, device, metrics, nets, reference_datamodule(run))

@@ -17,6 +17,7 @@ from typing import Optional
 import torch
 
 from walt import runs
+from walt.config.eval import STAGE_METRICS
 from walt.config.run import RunConfig, quote
 from walt.eval.autoencoder import measure_autoencoder
 from walt.eval.checkpoints import Checkpoint, select_checkpoints
@@ -33,7 +34,9 @@ NOT_IN_KEY = ("device", "after_train", "batch_size")
 
 def hp_metric_tags(run: RunConfig) -> list[str]:
     """TensorBoard tags evaluation writes for this run (walt-train declares them in log_hyperparams so
-    the HPARAMS tab has the columns)."""
+    the HPARAMS tab has the columns); none for the cascade stages, which are measured end to end, not per run."""
+    if run.stage not in STAGE_METRICS:
+        return []
     return [TAG_PREFIX + m for m in metric_names(run)]
 
 

@@ -200,10 +200,19 @@ def warm_start(module: L.LightningModule, path: str) -> None:
 
 
 def trainer_spec(run: RunConfig) -> dict:
-    """run.trainer as the Trainer is built from it: stage 1 under DDP finds unused parameters, because the GAN's
-    generator and discriminator steps each leave the other network's parameters without gradients."""
+    """run.trainer as the Trainer is built from it for run.stage. Stage 1 optimises manually (generator and
+    discriminator steps): it clips each optimiser's gradients itself (autoencoder.optim.grad_clip), so the
+    Trainer's automatic clipping, which Lightning refuses under manual optimisation, is not passed to it (a
+    paper preset's trainer.gradient_clip_val is stage 2's); under DDP it finds unused parameters, because each
+    of the two steps leaves the other network's parameters without gradients."""
     spec = run.trainer
-    if run.stage == "autoencoder" and spec.get("strategy") == "ddp":
+    if run.stage != "autoencoder":
+        return spec
+    if spec.get("gradient_clip_val"):
+        log.info("stage 1 clips its gradients itself (autoencoder.optim.grad_clip=%s); trainer.gradient_clip_val=%s "
+                 "applies to stage 2", run.autoencoder.optim.grad_clip, spec["gradient_clip_val"])
+        spec = {k: v for k, v in spec.items() if k not in ("gradient_clip_val", "gradient_clip_algorithm")}
+    if spec.get("strategy") == "ddp":
         log.info("stage 1 under DDP: strategy ddp_find_unused_parameters_true (generator and discriminator steps "
                  "each leave the other network's parameters unused)")
         spec = {**spec, "strategy": "ddp_find_unused_parameters_true"}
