@@ -1,6 +1,6 @@
 """Every command the README shows runs as written: walt-train / walt-info lines compose and validate
 (launcher keys included), the README's error example prints what it says, and the "Comparing
-checkpoints" workflow runs end to end with tiny overrides."""
+checkpoints" workflow and the text-to-video cascade block run end to end with tiny overrides."""
 import json
 import re
 import shlex
@@ -134,3 +134,27 @@ def test_readme_axis_example_is_a_table(tmp_path):
     (tmp_path / "sweep" / "mlp_ratio.yaml").write_text(block)
     axis = load_axes(str(tmp_path))["mlp_ratio"]
     assert list(axis.rows) == ["2", "4"] and axis.default == "4" and not axis.paper
+
+
+@pytest.mark.slow
+def test_cascade_block_runs_as_written(tmp_path, monkeypatch, one_thread):
+    """The text-to-video block's commands in order, as written (default logger, relative paths from the working
+    directory), with only steps, data size and sampling steps shrunk."""
+    from walt.pipeline.train import train
+    from walt.sample import main as sample_main
+
+    block = next(b for b in re.findall(r"```bash\n(.*?)```", README.read_text(), flags=re.S) if "walt-sample cascade" in b)
+    lines = [shlex.split(line, comments=True) for line in block.replace("\\\n", " ").splitlines()]
+    lines = [w for w in lines if w]
+    assert [w[0] for w in lines] == ["walt-train"] * 4 + ["walt-sample"]
+    tiny = ["trainer.max_steps=2", "first_stage_steps=2", "trainer.limit_val_batches=1", "data.num_workers=0",
+            "data.synthetic.num_groups=2", "data.synthetic.clips_per_group=1", "trainer.enable_progress_bar=false",
+            "~callbacks.rich_progress_bar", "trainer.enable_model_summary=false"]
+    monkeypatch.chdir(tmp_path)
+    for words in lines[:4]:
+        run = RunConfig.load([*words[1:], *tiny])
+        train(run)
+        assert (tmp_path / "outputs" / "runs" / run.run_name / "checkpoints" / "last.ckpt").is_file(), words
+        assert list((tmp_path / "outputs" / "runs" / run.run_name / "tensorboard").rglob("events.*")), words
+    sample_main([*lines[4][1:], "--steps", "2"])
+    assert (tmp_path / "outputs" / "t2v" / "grid.mp4").is_file() and (tmp_path / "outputs" / "t2v" / "cascade.json").is_file()
