@@ -92,3 +92,60 @@ def test_bad_overrides_print_one_line_and_exit_2(prog, args, message):
     assert out.returncode == 2, out.stderr[-2000:]
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], out.stderr[-2000:]
+
+
+def stand_in_checkpoints(tmp_path: Path) -> dict[str, Path]:
+    """Checkpoint files shaped like a stage-2 run's and like a 4-channel autoencoder's (hyper_parameters only)."""
+    import torch
+
+    paths = {"stage2": tmp_path / "stage2.ckpt", "ae4": tmp_path / "ae4.ckpt"}
+    torch.save({"hyper_parameters": {"model": {"hidden_size": 32}, "diffusion": {}}, "state_dict": {}}, paths["stage2"])
+    torch.save({"hyper_parameters": {"config": {"latent_channels": 4}}, "state_dict": {}}, paths["ae4"])
+    return paths
+
+
+@pytest.mark.parametrize("args,message", [
+    (["data=ucf101", "data.root=/nonexistent"], "data.root=/nonexistent is not a directory"),
+    (["data=ucf101", "data.synthetic.resolution=16"], "data.synthetic.resolution cannot be set: data.synthetic is null"),
+    (["data=ucf101", "paths.data_dir=/nonexistent"], "data.root=/nonexistent/UCF-101 is not a directory"),
+    (["ckpt_path=/nonexistent.ckpt"], "ckpt_path=/nonexistent.ckpt does not exist"),
+    (["first_stage_ckpt=/nonexistent.ckpt"], "first_stage_ckpt=/nonexistent.ckpt does not exist"),
+    (["first_stage_ckpt={stage2}"], "is a stage-2 or cascade checkpoint: give the autoencoder run's"),
+    (["first_stage_ckpt={ae4}", "autoencoder.latent_channels=8"], "has 4 latent channels but the model takes 8"),
+    (["trainer=gpu"], "trainer.accelerator=gpu needs a CUDA GPU and this machine has none"),
+    (["trainer=ddp"], "trainer.accelerator=gpu needs a CUDA GPU"),
+])
+def test_refused_before_any_work_what_this_machine_or_the_named_files_cannot_give(args, message, tmp_path):
+    import torch
+
+    from walt.config import RunConfig
+    from walt.pipeline import preflight
+
+    if "trainer" in args[0] and torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: trainer=gpu is valid here")
+    files = stand_in_checkpoints(tmp_path)
+    with pytest.raises((ValueError, FileNotFoundError), match=re.escape(message)):  # composing or the checks
+        preflight.check(RunConfig.load([a.format(**files) for a in args]))
+
+
+def test_model_channels_must_match_the_autoencoder_when_given():
+    from walt.config import RunConfig
+
+    with pytest.raises(ValueError, match=re.escape("model.in_channels=4 but the autoencoder's latents have 8 channels")):
+        RunConfig.load(["autoencoder=micro", "autoencoder.latent_channels=8", "model.in_channels=4"])
+    assert RunConfig.load(["autoencoder=micro", "autoencoder.latent_channels=8", "model.in_channels=8"]).model.in_channels == 8
+
+
+@pytest.mark.parametrize("args,message", [
+    (["data=ucf101", "data.root=/nonexistent"], "walt-train: error: data.root=/nonexistent is not a directory"),
+    (["first_stage_ckpt={stage2}"], "is a stage-2 or cascade checkpoint"),
+])
+def test_preflight_refusal_is_one_line_exit_2_and_writes_nothing(args, message, tmp_path):
+    files = stand_in_checkpoints(tmp_path)
+    work = tmp_path / "work"
+    work.mkdir()
+    out = run_cli("train", *[a.format(**files) for a in args], cwd=work)
+    assert out.returncode == 2, out.stderr[-2000:]
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], out.stderr[-2000:]
+    assert not list(work.iterdir())  # no outputs/, no Hydra run directory, no autoencoder

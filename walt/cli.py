@@ -74,6 +74,7 @@ def setup_logging() -> None:
 def _train(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 
+    from walt.pipeline import preflight
     from walt.pipeline.train import train as train_run
 
     run = one_line_errors("walt-train")(RunConfig.from_hydra)(cfg, list(HydraConfig.get().overrides.task))
@@ -81,18 +82,31 @@ def _train(cfg: DictConfig) -> None:
         print(json.dumps({"run_dir": str(run.run_dir), "stage": run.stage, "seed": run.seed,
                           "overrides": [o for o in run.overrides if not o.startswith("dry_run")]}))
         return
+    one_line_errors("walt-train")(preflight.check)(run)
     train_run(run)
 
 
 def train() -> None:
     """walt-train: Hydra app; `walt-train --help` lists config groups and the composed config.
 
-    A single run (no flags such as -m or --help) is composed and checked first, so a bad override gets the
-    same one-line error and exit status as every other command; sweeps are checked by Hydra per job."""
+    A single run (no flags such as -m or --help) is composed and checked first (RunConfig.validate, then
+    walt.pipeline.preflight: this machine and the files the config names), before Hydra creates its run
+    directory, so a bad override gets one line and exit status 2; sweeps are checked per job."""
     args = sys.argv[1:]
     if not any(a.startswith("-") for a in args):
-        one_line_errors("walt-train")(RunConfig.load)(args)
+        one_line_errors("walt-train")(_check_single_run)(args)
     _train()
+
+
+def _check_single_run(args: list[str]) -> None:
+    """Compose and type a single run's config, then the pre-flight checks (unless dry_run=true)."""
+    from walt.config import compose
+    from walt.pipeline import preflight
+
+    cfg = compose(args)
+    run = RunConfig.from_hydra(cfg, args)
+    if not cfg.dry_run:
+        preflight.check(run)
 
 
 def compose_run(overrides: list[str]) -> RunConfig:

@@ -46,11 +46,34 @@ def compose(overrides: Sequence[str] = ()) -> DictConfig:
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
+    def run(overrides):
+        try:
+            return hydra_compose(config_name="train", overrides=list(overrides))
+        except AssertionError as err:  # OmegaConf's message for a key set under a null node
+            raise ValueError(_null_parent(run, overrides) or str(err)) from None
+
     register()
     if GlobalHydra.instance().is_initialized():
-        return hydra_compose(config_name="train", overrides=list(overrides))
+        return run(overrides)
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return hydra_compose(config_name="train", overrides=list(overrides))
+        return run(overrides)
+
+
+def _null_parent(compose_fn, overrides: Sequence[str]) -> str | None:
+    """The message for an override that sets a key under a node that is null in the chosen groups
+    (`data=ucf101 data.synthetic.resolution=16`: the ucf101 data group has no synthetic block)."""
+    from omegaconf import OmegaConf
+
+    groups = [o for o in overrides if "." not in override_key(o) and "=" in o]
+    cfg = compose_fn(groups)
+    for o in overrides:
+        parts = override_key(o).split(".")
+        for depth in range(1, len(parts)):
+            parent = ".".join(parts[:depth])
+            if OmegaConf.select(cfg, parent, default="<absent>") is None:
+                return (f"{override_key(o)} cannot be set: {parent} is null in this config "
+                        f"({' '.join(groups) or 'the defaults'}); it applies where {parent} is a section")
+    return None
 
 
 def override_key(override: str) -> str:
@@ -393,6 +416,9 @@ def complete_model(model: Any, autoencoder: AutoencoderConfig, data: DataConfig,
     c, t, h, w = autoencoder.latent_shape(clip_frames(data), *data.frame_size)
     if values.get("in_channels") is None:
         values["in_channels"] = c
+    elif int(values["in_channels"]) != c:
+        raise ValueError(f"model.in_channels={values['in_channels']} but the autoencoder's latents have {c} channels "
+                         f"(autoencoder.latent_channels): leave model.in_channels null (derived) or make them equal")
     if values.get("input_size") is None:
         values["input_size"] = [t, h, w]
     if "cond_channels" in values and values["cond_channels"] is None:  # cascade stages: the low-res latents
