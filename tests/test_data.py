@@ -1,6 +1,7 @@
 import json
 import logging
 import shutil
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -240,6 +241,13 @@ def test_datamodule_generates_and_loads_deterministic_val(tmp_path):
                                 num_frames=9, resolution=16, synthetic=spec)
         small.setup("fit")
         small.train_dataloader()
+    shared = VideoDataModule(dataset="synthetic", root=str(tmp_path / "syn"), num_classes=3, batch_size=4,
+                             num_frames=9, resolution=16, synthetic=spec)
+    shared.setup("fit")
+    n = len(shared.train_set)
+    shared.trainer = SimpleNamespace(world_size=n // 4 + 1, global_rank=0, global_step=0)  # DDP: each share < 4
+    with pytest.raises(ValueError, match=rf"has {n} clips, \d+ for each of the {n // 4 + 1} processes, fewer than data.batch_size=4"):
+        shared.train_dataloader()
     with pytest.raises(ValueError, match="has 3 classes but data.num_classes=5"):
         VideoDataModule(dataset="synthetic", root=str(tmp_path / "syn"), num_classes=5, synthetic=spec).setup("fit")
 

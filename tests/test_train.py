@@ -89,6 +89,14 @@ def test_nan_loss_stops_with_clear_error_and_keeps_checkpoints(tmp_path, synthet
     assert all(torch.isfinite(v).all() for v in last["state_dict"].values())
 
 
+def test_a_run_that_trains_zero_steps_is_an_error_not_complete(tmp_path, synthetic_root):
+    """Lightning finishes "successfully" when no training batch is drawn (under DDP: each rank's share smaller than
+    its batch, all dropped); here every batch is skipped by limit_train_batches=0."""
+    with pytest.raises(RuntimeError, match="trained 0 steps"):
+        train_stage(make_run(tmp_path, synthetic_root, 4, "+trainer.limit_train_batches=0"), build=StandIn())
+    assert not runs.is_complete(tmp_path / "run")
+
+
 def test_preemption_signal_saves_last_checkpoint_then_calls_submitit_handler(tmp_path, synthetic_root):
     """submitit's USR2 handler must run only after last.ckpt holds the current step."""
     import os

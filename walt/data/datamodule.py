@@ -264,8 +264,10 @@ class VideoDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        if len(self.train_set) < self.batch_size:  # drop_last would leave no batch at all
-            raise ValueError(f"the train split of {self.root} has {len(self.train_set)} clips, fewer than "
+        world = self.trainer.world_size if self.trainer is not None else 1
+        if len(self.train_set) < self.batch_size * world:  # drop_last would leave a process no batch at all
+            share = f", {len(self.train_set) // world} for each of the {world} processes" if world > 1 else ""
+            raise ValueError(f"the train split of {self.root} has {len(self.train_set)} clips{share}, fewer than "
                              f"data.batch_size={self.batch_size}; lower the batch size or add data")
         return self.loader(self.train_set, shuffle=True)
 

@@ -134,6 +134,9 @@ def train_stage(run: RunConfig, build: Callable[[RunConfig], L.LightningModule] 
         # a resume at max_steps (an interrupted evaluation) trains nothing; steps/s and wall time come from the
         # training clock saved in the checkpoints, so they stay those of the training sessions
         trainer, results = fit(run, module, run.data.datamodule(seed=run.seed), resume)
+        if trainer.global_step == 0:  # e.g. every batch dropped: a run that trained nothing is not complete
+            raise RuntimeError(f"{run_dir} trained 0 steps (trainer.max_steps={run.trainer.get('max_steps')}): no "
+                               f"training batch was drawn; not marked complete")
         module = whole_module(run, module, trainer, build)
         runs.update_results(run_dir, stage=run.stage, tags=list(run.tags), notes=run.notes,
                             overrides=list(run.overrides), **results)
