@@ -8,8 +8,9 @@ auto (default)
     Every other config key that takes more than one value among the table's runs is *held* at one
     value, one key at a time, until none is left that varies inside a row:
     - a key with a paper default (another Table 3 axis) is held whenever it varies at all, at the
-      paper default when some runs have it (a run without the key counts as at the default),
-      otherwise at the value that fills the most rows;
+      paper default when it fills as many rows as any other value (a run without the key counts as at
+      the default), otherwise at the value that fills the most rows (one folder of every sweep: Table
+      3b's runs at the paper's window do not shut out Table 3a's rows, all run at the demo's window);
     - any other key is held when it varies inside a row (e.g. trainer.max_steps), at the value that
       fills the most rows (ties: the most runs, then the first value in sorted order);
     - keys that do not describe the experiment never are: `seed` (replicates: runs identical except
@@ -242,20 +243,27 @@ def _label(run: Mapping[str, Any], key: str, expected: Any) -> str:
 
 
 def _hold(members, key: str, expected: Any) -> tuple[list, Hold]:
-    """Keep the runs at one value of `key` (the paper default when present, else the most rows filled)."""
-    if expected is not None:
-        want = expected if isinstance(expected, DefaultsTo) else DefaultsTo(expected)
-        at_default = [(lb, r) for lb, r in members if value_matches(lookup(r, key), want)]
-        if at_default:
-            off = [(lb, r) for lb, r in members if not value_matches(lookup(r, key), want)]
-            others = _displays(off, key, {canon(lookup(r, key)) for _, r in off})
-            return at_default, Hold(key, show(expected), "paper default", len(members) - len(at_default), others)
+    """Keep the runs at one value of `key`: the paper default when it fills as many rows as any other value,
+    else the value that fills the most rows (a folder of every sweep: Table 3b's runs at the paper's window
+    must not shut out Table 3a's rows, which all ran at another window)."""
     by_value: dict[str, list] = {}
     for lb, r in members:
         by_value.setdefault(canon(lookup(r, key)), []).append((lb, r))
-    best = max(_sorted_labels(by_value), key=lambda v: (len({lb for lb, _ in by_value[v]}), len(by_value[v])))
+    rows = {v: len({lb for lb, _ in m}) for v, m in by_value.items()}
+    note = ""
+    if expected is not None:
+        want = expected if isinstance(expected, DefaultsTo) else DefaultsTo(expected)
+        at_default = [(lb, r) for lb, r in members if value_matches(lookup(r, key), want)]
+        filled = len({lb for lb, _ in at_default})
+        if at_default and filled >= max(rows.values()):
+            off = [(lb, r) for lb, r in members if not value_matches(lookup(r, key), want)]
+            others = _displays(off, key, {canon(lookup(r, key)) for _, r in off})
+            return at_default, Hold(key, show(expected), "paper default", len(members) - len(at_default), others)
+        note = (f"; paper default {show(expected)} fills {filled} row(s)" if at_default
+                else f"; paper default {show(expected)} is in no run")
+    best = max(_sorted_labels(by_value), key=lambda v: (rows[v], len(by_value[v])))
     # max() returns the first maximum: ties go to the first value in (numerically) sorted order
-    reason = "fills the most rows" + (f"; paper default {show(expected)} is in no run" if expected is not None else "")
+    reason = "fills the most rows" + note
     others = _displays(members, key, [v for v in by_value if v != best])
     return by_value[best], Hold(key, _displays(members, key, [best])[0], reason,
                                 len(members) - len(by_value[best]), others)

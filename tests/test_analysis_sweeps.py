@@ -551,3 +551,25 @@ def test_replication_report_agree_disagree_and_missing_row(tmp_path, capsys):
     row = {line.split("|")[3].strip(): line for line in text.splitlines() if line.startswith("| 3a | fvd |")}
     assert row["4"].endswith("missing in B |") and "1 of 2 conclusions replicate" in text
     assert main(["--replicate", str(a), "--out", str(tmp_path / "x")]) == 2
+
+
+def test_one_folder_of_every_sweep_builds_each_table_its_runs_vary(tmp_path):
+    """outputs/multirun holding Table 3a's sweep (p = 1, 2, 4 at the demo's 5x4x4 window) and Table 3b's (windows
+    5x4x4, 5x8x8 at p = 1): 3b's runs at the paper's window must not hold 3a at 5x8x8, where only p = 1 ran."""
+    for sweep, key, values in (("table3a", "model.patch_size", (1, 2, 4)), ("table3b", "model.st_window", ([5, 4, 4], [5, 8, 8]))):
+        for v in values:
+            for seed in range(3):
+                cfg = copy.deepcopy(DEMO_CONFIG)
+                set_key(cfg, key, v)
+                cfg["seed"] = seed
+                p = cfg["model"]["patch_size"]
+                w = "x".join(map(str, cfg["model"]["st_window"]))
+                write_run(tmp_path / sweep / f"{key}={v},seed={seed}", cfg,
+                          {"fvd_synth": 1.0 + 0.5 * (p - 1) + 0.3 * (w == "5x8x8") + NOISE[seed], "is_synth": 1.0})
+    runs = collect_runs(tmp_path)
+    t3a = table3(runs, "3a")
+    assert t3a.frame["n"].tolist() == [3, 3, 3]  # p = 1 at 5x4x4 ran in both sweeps: the same runs, counted once
+    held = next(n for n in t3a.notes if n.startswith("Control (auto)"))
+    assert "model.st_window = 5x4x4 (fills the most rows; paper default 5x8x8 fills 1 row(s); 3 run(s) at 5x8x8 left out)" in held
+    t3b = table3(runs, "3b")  # 3a's p = 2, 4 runs are held out at the paper default p = 1 (it fills every row)
+    assert t3b.frame["n"].tolist() == [3, 3, 0, 0]
