@@ -178,6 +178,7 @@ def table3(runs: pd.DataFrame, key: str, *, where: Mapping[str, Any] | None = No
     table.frame = frame
     if members[axis.default] == [] and everyone:
         notes.append(f"The paper-default row ({axis.default}) has no runs: rows are not compared.")
+    notes += _same_model_notes(members, config_keys)
     table.notes = [RULE, *budget(everyone)] + report.notes() + notes + _metric_notes(quantities, table.sources)
     if everyone and len({pair_key(r)[0] for r in everyone}) == 1:
         table.notes.insert(1, f"Every run shares one autoencoder (first_stage_seed {pair_key(everyone[0])[0]}): "
@@ -202,6 +203,34 @@ def budget(runs: Sequence[Mapping[str, Any]]) -> list[str]:
         return []
     return [f"Budget: autoencoder {values('first_stage_steps')} steps, stage 2 "
             f"{values('global_step', 'trainer.max_steps')} steps, {values('eval.num_samples')} samples per evaluation."]
+
+
+WINDOW_KEYS = ("model.st_window", "model.st_window_tokens", "model.s_window", "model.s_window_tokens", "model.t_window")
+
+
+def _same_model_notes(members: dict[str, list[dict]], config_keys: Sequence[str]) -> list[str]:
+    """Rows that train one model under different labels: their runs differ only in window settings and attend
+    over the same token windows (results.json token_windows), e.g. Table 3b's windows on a grid smaller
+    than all of them, each clamped to the whole grid."""
+    def windows(rows):  # collect flattens results.json's token_windows into token_windows.<kind> columns
+        return {", ".join(f"{k[len('token_windows.'):]} {v}" for k, v in sorted(r.items())
+                          if k.startswith("token_windows.") and isinstance(v, str)) for r in rows}
+
+    filled = [(label, rows) for label, rows in members.items() if rows]
+    groups: list[list[str]] = []
+    for i, (label, rows) in enumerate(filled):
+        mine = windows(rows)
+        if len(mine) != 1 or mine == {""} or any(label in g for g in groups):
+            continue
+        same = [other for other, rows_b in filled[i + 1:] if windows(rows_b) == mine and all(
+            {canon(lookup(r, k)) for r in rows} == {canon(lookup(r, k)) for r in rows_b}
+            for k in config_keys if k not in WINDOW_KEYS and not ignored(k))]
+        if same:
+            groups.append([label, *same])
+    return [f"Rows {', '.join(g)} train one model: their windows all clamp to the same token windows "
+            f"({next(iter(windows(members[g[0]])))}) on this latent grid, so they are one model under {len(g)} "
+            f"labels, not a comparison of windows (use a grid the windows tile, e.g. data.synthetic.resolution=128)."
+            for g in groups]
 
 
 def _count_once(members: dict[str, list[dict]], config_keys: Sequence[str]) -> tuple[dict[str, list[dict]], int]:

@@ -573,3 +573,22 @@ def test_one_folder_of_every_sweep_builds_each_table_its_runs_vary(tmp_path):
     assert "model.st_window = 5x4x4 (fills the most rows; paper default 5x8x8 fills 1 row(s); 3 run(s) at 5x8x8 left out)" in held
     t3b = table3(runs, "3b")  # 3a's p = 2, 4 runs are held out at the paper default p = 1 (it fills every row)
     assert t3b.frame["n"].tolist() == [3, 3, 0, 0]
+
+
+def test_windows_clamped_to_one_grid_are_marked_as_one_model(tmp_path):
+    """Table 3b at a 16 px grid (latents 5x2x2): 5x4x4, 5x8x8 and 5x16x16 all cover the whole grid, so the three
+    rows are one model (results.json token_windows say so); a window that still differs is not marked."""
+    def sweep(root, widest_tokens):
+        for w, tokens in (([5, 4, 4], "5x2x2"), ([5, 8, 8], "5x2x2"), ([5, 16, 16], widest_tokens)):
+            for seed in range(2):
+                cfg = copy.deepcopy(DEMO_CONFIG)
+                set_key(cfg, "model.st_window", w)
+                cfg["seed"] = seed
+                write_run(root / f"w={w[1]},seed={seed}", cfg, {"fvd_synth": 1.0 + NOISE[seed], "is_synth": 1.0},
+                          token_windows={"S": "1x2x2", "ST": tokens})
+        return [n for n in table3(collect_runs(root), "3b").notes if "train one model" in n]
+
+    note, = sweep(tmp_path / "clamped", "5x2x2")
+    assert note.startswith("Rows 5x4x4, 5x8x8, 5x16x16 train one model") and "ST 5x2x2" in note
+    note, = sweep(tmp_path / "wider", "5x4x4")
+    assert note.startswith("Rows 5x4x4, 5x8x8 train one model") and "under 2 labels" in note

@@ -89,6 +89,7 @@ def test_every_preset_trains_from_nothing_then_evaluates_and_samples(name, layou
     assert list((run.run_dir / "tensorboard").rglob("events.out.tfevents.*")), "the default logger wrote nothing"
     if run.stage != "autoencoder":  # stage 1 came from nothing too: first_stage_ckpt=auto trained it
         assert [p.parent.name for p in (tmp_path / "autoencoders").glob("*/COMPLETED")]
+        assert json.loads((run.run_dir / "results.json").read_text())["token_windows"] == run.model.token_windows()
     if run.stage in ("super_resolution", "interpolation"):
         return  # cascade stages are measured and sampled end to end (tests/test_cascade.py)
     metrics = eval_main([str(run.run_dir), *evaluation(run, layouts)])["metrics"]

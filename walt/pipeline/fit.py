@@ -265,6 +265,7 @@ def fit(run: RunConfig, module: L.LightningModule, datamodule: L.LightningDataMo
         "wall_time_s": wall,
         "steps_per_sec": trainer.global_step / wall if wall > 0 else None,
         "peak_memory_bytes": torch.cuda.max_memory_allocated() if torch.cuda.is_available() else None,
+        "token_windows": run.model.token_windows() if run.stage != "autoencoder" else None,
         # files present / missing / unreadable by reason, each file counted once (walt.data.health)
         "data_health": datamodule.data_health() if hasattr(datamodule, "data_health") else None,
     }

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 from walt.utils import from_dict
 
@@ -315,6 +315,12 @@ class ModelConfig:
         if kind not in ATTENTIONS:
             raise ValueError(f"unknown block kind {kind!r}; valid kinds: {BLOCK_KINDS}")
         return tuple(self._window(part) for parts in ATTENTIONS[kind] for part in parts)
+
+    def token_windows(self) -> Dict[str, str]:
+        """{block kind: its token window(s)} of the blocks this model has, e.g. {"ST": "5x2x2", "S": "1x2x2"}
+        (S+T and split: "1x2x2+5x1x1"): what the model attends over once windows are clamped to the grid, so
+        runs whose window settings differ but whose windows do not are seen to train one model."""
+        return {kind: "+".join("x".join(map(str, w)) for w in self.windows(kind)) for kind in dict.fromkeys(self.blocks)}
 
     def window(self, kind: str):
         """The (t, h, w) attention window of a block kind on the token grid (what walt-info shows);
