@@ -161,6 +161,7 @@ def table3(runs: pd.DataFrame, key: str, *, where: Mapping[str, Any] | None = No
         if q == "rfvd":
             source = choose_source(quantity, everyone + ae_runs)
             values = _rfvd_values(axis, members, ae_runs, source)
+            notes += _unmeasured_autoencoders(members, values)
         else:
             source = choose_source(quantity, everyone)
         paper = {label: float(ref.at[label, q]) for label in axis.rows} if q in ref.columns else None
@@ -308,6 +309,17 @@ def _rfvd_values(axis: Axis, members: Mapping[str, list], ae_runs: list, source:
                 seen.setdefault(_ae_identity(run), v)
         out[label] = list(seen.values())
     return out
+
+
+def _unmeasured_autoencoders(members: Mapping[str, list], values: Mapping[str, list]) -> list[str]:
+    """A note with the exact commands for rows that have runs but no rFVD: their autoencoder was never
+    evaluated (trained by `walt-data encode`, which does not evaluate, or given by path)."""
+    dirs = sorted({_ae_identity(r) for label, rows in members.items() if rows and not values.get(label) for r in rows})
+    if not dirs:
+        return []
+    evals = "; ".join(f"`walt-eval {d}`" for d in dirs)
+    return [f"rFVD: the autoencoder(s) of rows without it were never evaluated: {evals}, then pass their folder(s) "
+            f"to walt-tables beside the runs (`walt-tables <runs dir> {' '.join(dirs)}`)."]
 
 
 def _reference_rows(key: str, axis: Axis) -> tuple[pd.DataFrame, pd.DataFrame]:

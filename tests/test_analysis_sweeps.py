@@ -286,6 +286,23 @@ def test_rfvd_counts_autoencoders_not_seeds(tmp_path):
     assert t.columns["rfvd"] == ("rFVD (paper)", "rFVD_synth (ours)")
 
 
+def test_rows_whose_autoencoder_was_never_evaluated_name_the_commands(tmp_path):
+    """An autoencoder trained by `walt-data encode` has no rFVD: the row's rFVD is empty and the note says
+    exactly how to measure it, instead of the legend's "no run"."""
+    ckpt = "/abs/outputs/autoencoders/enc8/checkpoints/last.ckpt"
+    for seed in (0, 1):
+        cfg = copy.deepcopy(DEMO_CONFIG)
+        cfg["seed"], cfg["first_stage_ckpt"] = seed, ckpt
+        run = write_run(tmp_path / f"s{seed}", cfg, {"fvd_synth": 1.0 + NOISE[seed]}, first_stage={"ckpt": ckpt, "metrics": {}})
+        results = json.loads((run / "results.json").read_text())
+        results["metrics"] = {k: v for k, v in results["metrics"].items() if not k.startswith("first_stage/")}
+        (run / "results.json").write_text(json.dumps(results))
+    t = table3(collect_runs(tmp_path), "3f")
+    assert t.frame.set_index("latent channels c").at["8", "n (rFVD)"] == 0
+    assert any("`walt-eval /abs/outputs/autoencoders/enc8`" in n and "walt-tables <runs dir> /abs/outputs/autoencoders/enc8" in n
+               for n in t.notes), t.notes
+
+
 def test_plots_one_axis_per_panel_with_error_bars_and_direction(demo_sweep):
     t = table3(collect_runs(demo_sweep), "3a")
     fig = quantities_figure(t)
