@@ -183,9 +183,12 @@ def test_diffusion_eval_writes_results_tensorboard_and_resumes(trained, tmp_path
     module, step = load_module(run, e / runs.LAST_CKPT)
     trainer = type("Trainer", (), {"is_global_zero": True, "global_step": step})()
     hooked = E.evaluate_after_train(run, module, trainer)
-    assert hooked["evaluation"]["global_step"] == STEPS[-1] and hooked["evaluation"]["ckpt"] is None
+    assert hooked["evaluation"]["global_step"] == STEPS[-1] and hooked["evaluation"]["ckpt"] == "checkpoints/last.ckpt"
     for name, value in whole["metrics"].items():
         assert hooked["metrics"][name] == pytest.approx(value, rel=1e-6, abs=1e-9)
+    # recorded under last.ckpt's key: a later walt-eval of the last step measures and logs nothing again
+    E.evaluate_run(run)
+    assert [s for s, _ in scalars(e / TB_DIR, "eval/fvd_synth") if s == STEPS[-1]] == [STEPS[-1]]
 
     # samples are seeded per sample: one batch of 8 gives the same set (up to batched float round-off)
     d = copy_run(trained["dm"], tmp_path / "d")

@@ -20,7 +20,7 @@ from walt import runs
 from walt.config.eval import STAGE_METRICS
 from walt.config.run import RunConfig, quote
 from walt.eval.autoencoder import measure_autoencoder
-from walt.eval.checkpoints import Checkpoint, select_checkpoints
+from walt.eval.checkpoints import Checkpoint, run_checkpoints, select_checkpoints
 from walt.eval.context import EvalContext, Measurement, metric_names
 from walt.eval.diffusion import measure_diffusion
 from walt.eval.state import digest
@@ -53,7 +53,10 @@ def evaluate_run(run: RunConfig, module=None, ckpt: str = "last", step: Optional
     ctx = EvalContext.build(run)  # weights files are checked here, before any model is loaded
     if module is not None:
         step = int(module.global_step if step is None else step)
-        return _collect({step: _evaluate(ctx, module, step, None)})
+        # the module in memory holds last.ckpt's weights when that file is at this step: recorded under the
+        # file's key, so a later `walt-eval ckpt=all` finds the step measured instead of logging it twice
+        last = next((c for c in run_checkpoints(run.run_dir) if c.last and c.step == step), None)
+        return _collect({step: _evaluate(ctx, module, step, last, key=_key(ctx, last) if last else None)})
     entries = {}
     for c in chosen:
         entries[c.step] = _evaluate_checkpoint(ctx, c)
@@ -87,12 +90,18 @@ def _collect(entries: dict, last: Optional[int] = None) -> dict:
     return {"checkpoints": entries, **(entries[last] if last is not None else {})}
 
 
-def _evaluate_checkpoint(ctx: EvalContext, c: Checkpoint) -> dict:
+def _key(ctx: EvalContext, c: Checkpoint) -> str:
+    """What makes a stored measurement of checkpoint `c` current: the file (name, size, mtime) and the eval
+    settings that change the numbers."""
     stat = c.path.stat()
     settings = {k: v for k, v in ctx.run.eval.to_dict().items() if k not in NOT_IN_KEY}
     if ctx.run.stage == "diffusion" and ctx.run.model.context_frames > 0:
         settings["task"] = "frame_prediction"  # entries measured before frame prediction used real context are stale
-    key = digest({"file": c.path.name, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "eval": settings})
+    return digest({"file": c.path.name, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "eval": settings})
+
+
+def _evaluate_checkpoint(ctx: EvalContext, c: Checkpoint) -> dict:
+    key = _key(ctx, c)
     entry = runs.read_results(ctx.run.run_dir).get("checkpoints", {}).get(str(c.step))
     if entry and entry.get("evaluation", {}).get("key") == key:
         log.info("step %d (%s) was measured with these settings already: %s", c.step, c.path.name, entry["metrics"])
