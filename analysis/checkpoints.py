@@ -132,6 +132,7 @@ def _series(configs: Mapping[str, Mapping[str, Any]], root: str) -> dict[str, li
         label = ", ".join(f"{k}={v}" for k, v in zip(varying, values))
         if not label:
             label = os.path.relpath(members[0], root) if len(members) == 1 else "all runs"
+            label = os.path.basename(os.path.normpath(members[0])) if label == "." else label  # one run given
         out[label] = sorted(members)
     return out
 

@@ -345,6 +345,7 @@ def test_checkpoint_tables(checkpoint_runs, tmp_path, capsys):
     data = read_checkpoints([checkpoint_runs])
     assert set(data.series) == {"model.patch_size=1", "model.patch_size=2", "model.patch_size=4"}
     assert len(data.series["model.patch_size=1"]) == 2  # seeds are one series
+    assert set(read_checkpoints([checkpoint_runs / "p1s0"]).series) == {"p1s0"}  # one run: its name, not "."
     out = tmp_path / "ck"
     runs = [str(checkpoint_runs / n) for n in ("p1s0", "p1s1", "p2s0", "p2s1", "p4")]
     assert main(["--checkpoints", *runs, "--out", str(out)]) == 0
