@@ -3,6 +3,7 @@
 synthetic-data classifier."""
 import json
 import math
+import re
 import shutil
 from pathlib import Path
 
@@ -141,6 +142,7 @@ def test_diffusion_eval_writes_results_tensorboard_and_resumes(trained, tmp_path
     assert (p["n_fake"], p["n_real"], p["frames"], p["resolution"]) == (4, 8, 8, 16)
     assert p["weights_checksum"].startswith("sha256:") and "train split 1" in p["reference_split"]
     assert "first 8 of 9 frames" in p["notes"] and "ddim 2 steps" in p["notes"]
+    assert re.search(r"guidance [\d.]+ \(constant\)", p["notes"])  # the guidance schedule is part of the protocol
     assert results["evaluation"]["global_step"] == STEPS[-1] and results["evaluation"]["ckpt"] == str(runs.LAST_CKPT)
     assert results["checkpoints"][str(STEPS[-1])]["metrics"] == out["metrics"]
     assert scalars(a / TB_DIR, "eval/fvd_synth") == [(STEPS[-1], pytest.approx(out["metrics"]["fvd_synth"], rel=1e-6))]

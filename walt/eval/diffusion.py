@@ -121,7 +121,8 @@ def _notes(module, s: dict, task: dict) -> str:
                   f"{c['predicted_frames_measured']} predicted)" + (", labels of the real clips" if nc else ""))
     else:
         labels = f"labels uniform over {nc} classes" if nc else "unconditional"
-    return (f"{s['sampler']} {s['sampling_steps']} steps (eta {s['eta']}), guidance {s['guidance_scale']}, "
+    schedule = s.get("guidance_schedule", "constant") + (f" power {s['guidance_power']}" if "guidance_power" in s else "")
+    return (f"{s['sampler']} {s['sampling_steps']} steps (eta {s['eta']}), guidance {s['guidance_scale']} ({schedule}), "
             f"{'EMA' if s['use_ema'] else 'online'} weights, {labels}, seed {s['seed']}")
 
 

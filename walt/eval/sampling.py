@@ -121,8 +121,10 @@ def class_cycle(num_classes: int, n: int) -> Optional[list[int]]:
 
 
 def sampling_settings(module, ev: EvalConfig) -> dict:
-    """What defines the samples besides the weights: sampler, steps, eta, guidance, EMA, seed."""
+    """What defines the samples besides the weights: sampler, steps, eta, guidance (scale and schedule), EMA, seed."""
     d = module.diffusion_cfg
     return {"sampler": d.sampler, "sampling_steps": ev.sampling_steps or d.sampling_steps, "eta": d.eta,
             "guidance_scale": d.guidance_scale if ev.guidance_scale is None else ev.guidance_scale,
+            "guidance_schedule": d.guidance_schedule,
+            **({"guidance_power": d.guidance_power} if d.guidance_schedule != "constant" else {}),
             "use_ema": ev.use_ema, "seed": ev.seed}
