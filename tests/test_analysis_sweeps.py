@@ -610,3 +610,24 @@ def test_windows_clamped_to_one_grid_are_marked_as_one_model(tmp_path):
     assert note.startswith("Rows 5x4x4, 5x8x8, 5x16x16 train one model") and "ST 5x2x2" in note
     note, = sweep(tmp_path / "wider", "5x4x4")
     assert note.startswith("Rows 5x4x4, 5x8x8 train one model") and "under 2 labels" in note
+
+
+@pytest.mark.parametrize("table,key,values,fixed", [
+    ("latte_conditioning", "model.conditioning", ("adaln", "tokens"), {"model.layout": "s_t", "model.adaln_lora_rank": 0}),
+    ("latte_patch_embedding", "model.temporal_patch_size", (1, 5), {"model.layout": "s_t"}),
+    ("adaln", "model.adaln_lora_rank", (2, 0), {}),
+])
+def test_latte_and_separate_adaln_tables_build_from_their_sweeps(tmp_path, table, key, values, fixed):
+    """Each is one sweep preset with an axis block; a W.A.L.T-layout run at the same value is not one of its rows."""
+    for v in values:
+        for seed in range(3):
+            cfg = copy.deepcopy(DEMO_CONFIG)
+            for k, f in {**fixed, key: v}.items():
+                set_key(cfg, k, f)
+            cfg["seed"] = seed
+            write_run(tmp_path / f"{key}={v},seed={seed}", cfg, {"fvd_synth": 1.0 + (v != values[0]) + NOISE[seed]})
+    if fixed:  # another sweep's run at the default value but another layout: held out by the control rule
+        write_run(tmp_path / "walt_layout", copy.deepcopy(DEMO_CONFIG), {"fvd_synth": 9.0})
+    t = table3(collect_runs(tmp_path), table)
+    assert t.frame["n"].tolist() == [3, 3], t.frame
+    assert t.summary("fvd")["rows"][t.frame.iloc[1, 0]]["verdict"] == "worse"  # 3 seeds, paired: resolved
