@@ -81,7 +81,10 @@ def test_out_of_range_numbers_are_refused_when_composed(override, message):
 
 
 @pytest.mark.parametrize("prog,args,message", [
-    ("train", ["data.foo=1"], "walt-train: error: Could not override 'data.foo'. (Key 'foo' not in 'DataConfig')"),
+    ("train", ["data.foo=1"], "walt-train: error: data.foo is not a config key; valid keys of data: append_images, batch_size,"),
+    ("train", ["model.hiden_size=32"], "model.hiden_size is not a config key; valid keys of model: adaln_lora_rank,"),
+    ("train", ["experiment=nope"], "Could not find 'experiment/nope'; options: autoencoder_ucf101, demo, "),
+    ("train", ["run_name=../../x"], "run_name='../../x' must be a relative name inside outputs/runs"),
     ("train", ["model.patch_size=two"], "walt-train: error: model.patch_size='two' is not a valid int"),
     ("data", ["synthetic", "data.temporal_sampling=middle"], "expected one of [random, center]"),
     ("train", ["optim.lr=-1e-3"], "walt-train: error: optim.lr=-0.001 must be > 0"),
@@ -149,3 +152,28 @@ def test_preflight_refusal_is_one_line_exit_2_and_writes_nothing(args, message, 
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], out.stderr[-2000:]
     assert not list(work.iterdir())  # no outputs/, no Hydra run directory, no autoencoder
+
+
+@pytest.mark.parametrize("args,message", [
+    (["+sweep=table3a", "model.patch_size=1,two"], "sweep job model.patch_size=two: model.patch_size='two' is not a valid int"),
+    (["+sweep=table3a", "model.hiden=3"], "model.hiden is not a config key"),
+    (["+sweep=nope"], "Could not find 'sweep/nope'; options: adaln, demo,"),
+    (["+sweep=table3a", "run_name=../../x"], "run_name='../../x' must be a relative name"),
+    (["+sweep=table3a", "data=ucf101", "data.root=/nonexistent"], "data.root=/nonexistent is not a directory"),
+])
+def test_a_sweep_with_one_bad_job_launches_nothing(args, message, tmp_path):
+    """Every distinct job of a -m sweep is composed and checked before Hydra launches the first: one line, exit 2,
+    no outputs/ (Hydra's sweep directory included)."""
+    out = run_cli("train", "-m", *args, cwd=tmp_path)
+    assert out.returncode == 2, out.stderr[-2000:]
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], out.stderr[-2000:]
+    assert not list(tmp_path.iterdir())
+
+
+def test_sweep_points_cross_the_command_line_with_the_preset():
+    from walt.config.sweep import sweep_points
+
+    points = sweep_points(["-m", "+sweep=table3a", "seeds=2", "model.patch_size=1,2", "hydra/launcher=slurm"])
+    assert sorted(tuple(p) for p in points) == sorted(
+        ("+sweep=table3a", "seeds=2", f"seed={s}", "first_stage_seed=0", f"model.patch_size={p}") for s in (0, 1) for p in (1, 2))

@@ -26,6 +26,7 @@ import hydra
 from omegaconf import DictConfig
 
 from walt.config import CONFIG_DIR, RunConfig, register
+from walt.config.sweep import MULTIRUN_FLAGS
 
 register()
 log = logging.getLogger("walt")
@@ -91,11 +92,23 @@ def train() -> None:
 
     A single run (no flags such as -m or --help) is composed and checked first (RunConfig.validate, then
     walt.pipeline.preflight: this machine and the files the config names), before Hydra creates its run
-    directory, so a bad override gets one line and exit status 2; sweeps are checked per job."""
+    directory, so a bad override gets one line and exit status 2; a -m sweep composes and checks every distinct
+    job (walt.config.sweep) before the first is launched."""
     args = sys.argv[1:]
     if not any(a.startswith("-") for a in args):
         one_line_errors("walt-train")(_check_single_run)(args)
+    elif any(a in MULTIRUN_FLAGS for a in args) and not any(a in ("-h", "--help", "--cfg", "-c", "--info") for a in args):
+        one_line_errors("walt-train")(_check_sweep)(args)
     _train()
+
+
+def _check_sweep(args: list[str]) -> None:
+    """Every distinct job of a `-m` sweep composed and pre-flight checked before Hydra launches the first."""
+    from walt.config.sweep import check_sweep
+    from walt.pipeline import preflight
+
+    dry = any(a.split("=", 1)[0] == "dry_run" and a.split("=", 1)[1].lower() == "true" for a in args)
+    check_sweep(args, None if dry else preflight.check)
 
 
 def _check_single_run(args: list[str]) -> None:

@@ -10,8 +10,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import re
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Optional, Sequence
 
 from omegaconf import DictConfig, OmegaConf
@@ -39,7 +40,7 @@ EFFICIENCY_KEYS = ("model.compile", "model.sdpa_backend", "model.grad_checkpoint
 REEVALUATION_SECTIONS = ("eval", "trainer", "logger", "callbacks", "paths", "force", "tags", "notes", *EFFICIENCY_KEYS)
 
 
-def compose(overrides: Sequence[str] = ()) -> DictConfig:
+def compose(overrides: Sequence[str] = (), hydra_config: bool = False) -> DictConfig:
     """walt-train's config for `overrides`, composed without starting a Hydra run (inside a running
     Hydra app, through its already initialised config search path)."""
     from hydra import compose as hydra_compose
@@ -47,16 +48,45 @@ def compose(overrides: Sequence[str] = ()) -> DictConfig:
     from hydra.core.global_hydra import GlobalHydra
 
     def run(overrides):
+        from hydra.errors import ConfigCompositionException, MissingConfigException
+
         try:
-            return hydra_compose(config_name="train", overrides=list(overrides))
+            return hydra_compose(config_name="train", overrides=list(overrides), return_hydra_config=hydra_config)
         except AssertionError as err:  # OmegaConf's message for a key set under a null node
             raise ValueError(_null_parent(run, overrides) or str(err)) from None
+        except MissingConfigException as err:  # one line: the group's options, not a cut-off listing
+            listing = str(err).split("Available options in", 1)[-1].split("Config search path", 1)[0]
+            options = [line.strip() for line in listing.splitlines()[1:] if line.startswith("\t")]
+            first = str(err).strip().splitlines()[0]
+            raise ValueError(f"{first}; options: {', '.join(options)}" if options else first) from err
+        except ConfigCompositionException as err:
+            hint = _valid_keys(run, overrides, err)
+            if hint is None:
+                raise
+            raise ValueError(hint) from err
 
     register()
     if GlobalHydra.instance().is_initialized():
         return run(overrides)
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         return run(overrides)
+
+
+def _valid_keys(compose_fn, overrides: Sequence[str], err: Exception) -> str | None:
+    """For a mistyped key ("not in struct"): the message with the valid keys of its section."""
+    from omegaconf import DictConfig, OmegaConf
+
+    cause = str(err.__cause__ or "")
+    found = re.search(r"full_key: (\S+)", cause)
+    if not re.search(r"not in (struct|'\w+')", cause) or not found:
+        return None
+    key = found.group(1)
+    parent = key.rsplit(".", 1)[0] if "." in key else ""
+    groups = [o for o in overrides if "." not in override_key(o) and "=" in o]
+    node = OmegaConf.select(compose_fn(groups), parent) if parent else compose_fn(groups)
+    if not isinstance(node, DictConfig):
+        return None
+    return f"{key} is not a config key; valid keys of {parent or 'the config'}: {', '.join(sorted(node.keys()))}"
 
 
 def _null_parent(compose_fn, overrides: Sequence[str]) -> str | None:
@@ -206,6 +236,10 @@ class RunConfig:
             raise ValueError(f"trainer.precision={self.trainer.get('precision')!r} is not one of {PRECISIONS}")
         self.check_ranges()
         self.check_efficiency()
+        name = PurePosixPath(self.run_name.replace("\\", "/"))
+        if not self.run_name or name.is_absolute() or ".." in name.parts:
+            raise ValueError(f"run_name={self.run_name!r} must be a relative name inside outputs/runs (or "
+                             f"outputs/multirun): no leading '/', no '..'")
         data = self.data
         if data.num_frames < 1 or data.frame_stride < 1:
             raise ValueError("data.num_frames and data.frame_stride must be >= 1")
