@@ -4,6 +4,7 @@ logger, on a tiny dataset in the preset's real layout. Only sizes are shrunk (st
 resolution); the preset's keys, groups and trainer settings stay, so a setting one stage cannot take fails
 here. A new preset is covered without editing this file."""
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -78,7 +79,7 @@ def tiny(name: str, layouts: dict, out: Path) -> list[str]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", EXPERIMENTS)
-def test_every_preset_trains_from_nothing_then_evaluates_and_samples(name, layouts, tmp_path, one_thread):
+def test_every_preset_trains_from_nothing_then_evaluates_and_samples(name, layouts, tmp_path, one_thread, caplog):
     from walt.eval.cli import main as eval_main
     from walt.pipeline.train import train
     from walt.sample import main as sample_main
@@ -86,6 +87,10 @@ def test_every_preset_trains_from_nothing_then_evaluates_and_samples(name, layou
     run = RunConfig.load(tiny(name, layouts, tmp_path))
     train(run)
     assert (run.run_dir / "checkpoints" / "last.ckpt").is_file()
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        train(run)  # the identical re-run is a skip: its `auto` paths compare resolved, so no "another config" warning
+    assert "is complete (marker COMPLETED); skipping" in caplog.text and "another config" not in caplog.text
     assert list((run.run_dir / "tensorboard").rglob("events.out.tfevents.*")), "the default logger wrote nothing"
     if run.stage != "autoencoder":  # stage 1 came from nothing too: first_stage_ckpt=auto trained it
         assert [p.parent.name for p in (tmp_path / "autoencoders").glob("*/COMPLETED")]

@@ -111,6 +111,18 @@ def wait_for(done, value, what: str, timeout_s: float = LOCK_TIMEOUT_S, poll_s: 
     return value
 
 
+def resolved(run: RunConfig) -> RunConfig:
+    """`run` with `auto` first_stage_ckpt / data.latent_cache replaced by the paths they resolve to, without
+    training or encoding anything (what a finished run recorded, so a re-run compares like with like)."""
+    ckpt = str(autoencoder_dir(run) / runs.LAST_CKPT) if run.first_stage_ckpt == AUTO else run.first_stage_ckpt
+    cache = run.data.latent_cache
+    if cache == AUTO and ckpt and Path(ckpt).is_file():  # the cache is keyed by the checkpoint's content
+        cache = str(latent_cache_dir(run, ckpt))
+    if (ckpt, cache) == (run.first_stage_ckpt, run.data.latent_cache):
+        return run
+    return run.with_overrides(f"first_stage_ckpt={quote(ckpt)}", f"data.latent_cache={quote(cache)}")
+
+
 def prepare(run: RunConfig) -> RunConfig:
     """A stage-2 run with first_stage_ckpt and data.latent_cache resolved to paths (training the
     autoencoder and encoding the cache once when they are `auto`)."""

@@ -15,8 +15,8 @@ FIRST_STAGE_PREFIX = "first_stage/"
 
 def train(run: RunConfig) -> dict:
     """Train one run; returns the results written to <run_dir>/results.json."""
-    if runs.is_complete(run.run_dir) and not run.force:
-        return train_stage(run)  # the skip, with its message
+    if runs.is_complete(run.run_dir) and not run.force:  # the skip, with its message; `auto` compared resolved
+        return train_stage(first_stage.resolved(run) if run.stage != "autoencoder" else run)
     if run.stage == "autoencoder":
         return train_stage(run)
     # stage 2 and the cascade stages; before config.yaml, so the run records the checkpoint it used
