@@ -62,14 +62,16 @@ def test_killed_and_resumed_run_equals_the_uninterrupted_one(tmp_path, synthetic
     assert [k for k in a if not torch.equal(a[k], b[k])] == []
 
 
-def test_sigterm_saves_at_that_step_and_exits_nonzero(tmp_path, synthetic_root):
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_sigterm_saves_at_that_step_and_exits_nonzero(tmp_path, synthetic_root, signum):
+    """SIGTERM (a scheduler, `kill`) and Ctrl-C alike: last.ckpt at the next batch boundary, exit 128 + signal."""
     def build(run):
         module = AutoencoderModule(run.autoencoder)
         step = module.training_step
 
         def training_step(batch, batch_idx):
             if module.global_step == 2:
-                os.kill(os.getpid(), signal.SIGTERM)  # lands mid-step; the save waits for the batch end
+                os.kill(os.getpid(), signum)  # lands mid-step; the save waits for the batch end
             return step(batch, batch_idx)
 
         module.training_step = training_step
@@ -78,10 +80,10 @@ def test_sigterm_saves_at_that_step_and_exits_nonzero(tmp_path, synthetic_root):
     with pytest.raises(SystemExit) as exit_:
         train_stage(make_run(tmp_path, synthetic_root, 50, "callbacks.model_checkpoint.every_n_train_steps=100"),
                     build=build)
-    assert exit_.value.code == 128 + signal.SIGTERM
+    assert exit_.value.code == 128 + signum
     assert torch.load(tmp_path / "run" / runs.LAST_CKPT, weights_only=True)["global_step"] == 3
     assert not runs.is_complete(tmp_path / "run")
-    assert signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, signal.default_int_handler, None)
+    assert signal.getsignal(signum) in (signal.SIG_DFL, signal.default_int_handler, None)
 
 
 def test_force_starts_over_and_keeps_the_old_run(tmp_path, synthetic_root):

@@ -45,7 +45,8 @@ class FiniteLossGuard(L.Callback):
 
 
 class PreemptionCheckpoint(L.Callback):
-    """Saves last.ckpt at the next batch boundary on SIGTERM or the scheduler's warning signal, then exits
+    """Saves last.ckpt at the next batch boundary on SIGTERM, Ctrl-C (SIGINT; a second one stops at once) or the
+    scheduler's warning signal, then exits
     non-zero (or lets submitit requeue), so an interrupted run resumes from the step it reached.
 
     submitit (hydra/launcher=slurm) requeues the job on its signal (SIGUSR2 unless
@@ -57,11 +58,13 @@ class PreemptionCheckpoint(L.Callback):
 
     def __init__(self, signal_names: tuple[str, ...] | None = None):
         preempt = "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2")
-        self.signal_names = tuple(signal_names or dict.fromkeys((preempt, "SIGTERM")))
+        self.signal_names = tuple(signal_names or dict.fromkeys((preempt, "SIGTERM", "SIGINT")))
         self.received: int | None = None
         self._previous: dict[int, object] = {}
 
     def _on_signal(self, signum, frame):
+        if signum == signal.SIGINT and self.received == signal.SIGINT:  # Ctrl-C twice: stop now, without saving
+            raise KeyboardInterrupt
         self.received, self._frame = signum, frame
 
     def on_train_start(self, trainer, pl_module):
@@ -79,7 +82,7 @@ class PreemptionCheckpoint(L.Callback):
         name = signal.Signals(signum).name
         pl_module.print(f"[preemption] {name} received: saved {path} at step {trainer.global_step}")
         previous = self._restore()[signum]
-        if callable(previous):
+        if callable(previous) and previous is not signal.default_int_handler:
             previous(signum, self._frame)  # submitit's checkpoint-and-requeue handler
         raise SystemExit(128 + signum)
 
