@@ -177,3 +177,41 @@ def test_sweep_points_cross_the_command_line_with_the_preset():
     points = sweep_points(["-m", "+sweep=table3a", "seeds=2", "model.patch_size=1,2", "hydra/launcher=slurm"])
     assert sorted(tuple(p) for p in points) == sorted(
         ("+sweep=table3a", "seeds=2", f"seed={s}", "first_stage_seed=0", f"model.patch_size={p}") for s in (0, 1) for p in (1, 2))
+
+
+def test_refusals_exit_3_with_one_line_before_any_work(tmp_path, synthetic_root):
+    """A run directory in use, or an unfinished run resumed with a changed model: 'refused', exit 3, decided before
+    the autoencoder stage or Hydra touch the directory (its .hydra/overrides.yaml keeps the first run's)."""
+    import textwrap
+
+    common = ["stage=autoencoder", "data=ucf101", f"data.root={synthetic_root}", "data.num_classes=4", "data.resolution=16",
+              "data.num_frames=5", "data.num_workers=0", "data.batch_size=2", "autoencoder=micro", "trainer=cpu",
+              "logger=csv", "trainer.max_steps=2", "trainer.limit_val_batches=1", "trainer.enable_progress_bar=false",
+              "~callbacks.rich_progress_bar", "eval.after_train=false", "run_name=r", f"paths.output_dir={tmp_path / 'out'}"]
+    first = run_cli("train", *common, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-2000:]
+    run_dir = tmp_path / "out" / "runs" / "r"
+    (run_dir / "COMPLETED").unlink()  # unfinished: a re-run resumes, and must keep the config
+    overrides = (run_dir / ".hydra" / "overrides.yaml").read_text()
+    changed = run_cli("train", *common, "autoencoder.base_channels=16", cwd=tmp_path)
+    assert changed.returncode == 3, changed.stderr[-2000:]
+    line, = changed.stderr.strip().splitlines()
+    assert line.startswith("walt-train: refused: ") and "autoencoder.base_channels: 8 -> 16" in line
+    assert (run_dir / ".hydra" / "overrides.yaml").read_text() == overrides
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import time
+        from pathlib import Path
+        from walt.runs import run_lock
+        with run_lock(Path({str(run_dir)!r})):
+            print("locked", flush=True)
+            time.sleep(60)
+        """)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        busy = run_cli("train", *common, cwd=tmp_path)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert busy.returncode == 3, busy.stderr[-2000:]
+    line, = busy.stderr.strip().splitlines()
+    assert line.startswith("walt-train: refused: ") and f'"pid": {holder.pid}' in line

@@ -27,10 +27,12 @@ from omegaconf import DictConfig
 
 from walt.config import CONFIG_DIR, RunConfig, register
 from walt.config.sweep import MULTIRUN_FLAGS
+from walt.utils import Refused
 
 register()
 log = logging.getLogger("walt")
 EXIT_CONFIG = 2
+EXIT_REFUSED = 3
 
 
 def config_error_types() -> tuple[type, ...]:
@@ -39,11 +41,13 @@ def config_error_types() -> tuple[type, ...]:
 
     from walt.weights import WeightsError
 
-    return ValueError, KeyError, FileNotFoundError, WeightsError, HydraException, OmegaConfBaseException
+    return ValueError, KeyError, FileNotFoundError, WeightsError, HydraException, OmegaConfBaseException, Refused
 
 
 def one_line_errors(prog: str) -> Callable:
-    """Decorator: a config error becomes one line on stderr and exit status 2 (WALT_DEBUG=1: traceback)."""
+    """Decorator: a config error becomes one line on stderr and exit status 2, a refusal (walt.utils.Refused:
+    run directory in use, started with another config, too many bad files) one line and status 3
+    (WALT_DEBUG=1: the traceback)."""
     def wrap(fn):
         @functools.wraps(fn)
         def run(*args, **kwargs):
@@ -52,8 +56,9 @@ def one_line_errors(prog: str) -> Callable:
             except config_error_types() as err:
                 if os.environ.get("WALT_DEBUG"):
                     raise
-                print(f"{prog}: error: {error_line(err)}", file=sys.stderr)
-                sys.exit(EXIT_CONFIG)
+                refused = isinstance(err, Refused)
+                print(f"{prog}: {'refused' if refused else 'error'}: {error_line(err)}", file=sys.stderr)
+                sys.exit(EXIT_REFUSED if refused else EXIT_CONFIG)
         return run
     return wrap
 
@@ -84,7 +89,13 @@ def _train(cfg: DictConfig) -> None:
                           "overrides": [o for o in run.overrides if not o.startswith("dry_run")]}))
         return
     one_line_errors("walt-train")(preflight.check)(run)
-    train_run(run)
+    try:
+        train_run(run)
+    except Refused as err:  # only refusals become one line: a crash keeps its traceback (exit 1)
+        if os.environ.get("WALT_DEBUG"):
+            raise
+        print(f"walt-train: refused: {error_line(err)}", file=sys.stderr)
+        sys.exit(EXIT_REFUSED)
 
 
 def train() -> None:

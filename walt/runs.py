@@ -19,6 +19,8 @@ from typing import IO, Any, Iterator
 
 from filelock import FileLock, Timeout
 
+from walt.utils import Refused
+
 RESULTS = "results.json"
 COMPLETED = "COMPLETED"
 FAILED = "failure.json"
@@ -117,9 +119,7 @@ def run_lock(run_dir: Path) -> Iterator[None]:
     try:
         lock.acquire()
     except Timeout:
-        holder = owner.read_text().strip() if owner.exists() else "another process"
-        raise RuntimeError(f"{run_dir} is in use by {holder}; wait for it to finish or stop it "
-                           f"(one process per run directory)") from None
+        raise in_use(run_dir, owner.read_text().strip() if owner.exists() else "another process") from None
     try:
         owner.write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
                                      "since": time.strftime("%Y-%m-%d %H:%M:%S")}))
@@ -127,6 +127,25 @@ def run_lock(run_dir: Path) -> Iterator[None]:
     finally:
         owner.unlink(missing_ok=True)
         lock.release()
+
+
+def in_use(run_dir: Path, who: str) -> Refused:
+    return Refused(f"{run_dir} is in use by {who}; wait for it to finish or stop it (one process per run directory)")
+
+
+def holder(run_dir: Path) -> str | None:
+    """Who holds run_dir's lock now (its owner record), or None when no live process does (taken and
+    released at once: the lock dies with its process)."""
+    if not (run_dir / LOCK).exists():
+        return None
+    lock = FileLock(str(run_dir / LOCK), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        owner = run_dir / f"{LOCK}.owner"
+        return owner.read_text().strip() if owner.exists() else "another process"
+    lock.release()
+    return None
 
 
 def set_aside(run_dir: Path) -> Path:

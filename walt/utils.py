@@ -1,5 +1,6 @@
 """Small helpers shared across layers: plain containers and checked dataclass construction for the typed
-configs, the launch rank, the one float-video -> uint8 conversion and the one seed-mixing formula."""
+configs, the launch rank, the one float-video -> uint8 conversion, the one seed-mixing formula and the
+Refused error kind."""
 from __future__ import annotations
 
 import dataclasses
@@ -9,6 +10,16 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 if TYPE_CHECKING:
     import torch
+
+
+class Refused(RuntimeError):
+    """A run the suite will not start or continue as asked, with nothing changed: its directory is in use, it
+    was started with another config, too many of its files are bad. walt-train prints one line and exits
+    with status 3 (a bad config: 2; a crash: 1; interrupted and saved: 128 + signal)."""
+
+
+class ConfigChanged(Refused, ValueError):
+    """A run directory resumed with a config it cannot take (a Refused that is also a ValueError)."""
 
 
 def plain(value: Any) -> Any:

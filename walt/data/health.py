@@ -16,13 +16,14 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 from walt.data.video import Reason, VideoDecodeError
+from walt.utils import Refused
 
 log = logging.getLogger(__name__)
 SHOWN = 10  # bad / missing files named in messages and data_health()
 PROBE_THREADS = 4  # PyAV drops the GIL while it reads headers: a few threads hide file-system latency
 
 
-class BadDatasetError(RuntimeError):
+class BadDatasetError(Refused):
     """More than data.max_bad_fraction of a dataset's files are unreadable."""
 
 

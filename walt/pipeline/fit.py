@@ -28,7 +28,7 @@ from walt.modules.build import build_module
 from walt.modules.callbacks import RNGState, TrainClock
 from walt.modules.checkpointing import AtomicCheckpointIO, resume_checkpoint
 from walt.runs import LOCK, run_lock, set_aside
-from walt.utils import launch_rank
+from walt.utils import ConfigChanged, launch_rank
 
 log = logging.getLogger(__name__)
 # settings a resumed run may change (applied from the resume step on); anything else must match
@@ -65,7 +65,7 @@ def check_resume(run: RunConfig, stored_path: Path) -> None:
     stored = OmegaConf.to_container(OmegaConf.load(stored_path))
     unsafe = differences(stored, run.to_dict(), ignore=SAFE_ON_RESUME)
     if unsafe:
-        raise ValueError(f"{run.run_dir} was started with another config; resuming it with this one would mix "
+        raise ConfigChanged(f"{run.run_dir} was started with another config; resuming it with this one would mix "
                          f"two experiments: {'; '.join(unsafe)}. Use force=true to start it over (the old run is "
                          f"kept under .replaced/), or a new run_name.")
     safe = differences(stored, run.to_dict(), ignore=("paths", "callbacks", "logger", "force", "run_name"))

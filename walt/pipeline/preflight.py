@@ -22,7 +22,27 @@ def check(run: RunConfig) -> RunConfig:
     check_accelerator(run)
     check_data_roots(run)
     check_files(run)
+    check_run_dir(run)
     return run
+
+
+def check_run_dir(run: RunConfig) -> None:
+    """Refusals (walt.utils.Refused, exit 3) that used to come after the autoencoder was trained: the run
+    directory in use by another process, or an unfinished run resumed with a config it cannot take."""
+    from walt import runs
+    from walt.modules.checkpointing import resume_checkpoint
+    from walt.pipeline.first_stage import resolved
+    from walt.pipeline.fit import check_resume
+
+    run_dir = run.run_dir
+    if not run_dir.is_dir():
+        return
+    holder = runs.holder(run_dir)
+    if holder:
+        raise runs.in_use(run_dir, holder)
+    stored = run_dir / runs.CONFIG
+    if not run.force and not runs.is_complete(run_dir) and stored.is_file() and resume_checkpoint(run_dir) is not None:
+        check_resume(resolved(run) if run.stage != "autoencoder" else run, stored)
 
 
 def check_accelerator(run: RunConfig) -> None:
