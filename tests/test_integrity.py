@@ -129,6 +129,9 @@ def test_interrupted_save_keeps_the_old_checkpoint_and_resume_falls_back(tmp_pat
     assert [p.name for p in path.parent.iterdir()] == ["last.ckpt"]  # no partial temp file left
 
     AtomicCheckpointIO().save_checkpoint({"global_step": 5}, path.parent / "step0000005.ckpt")
+    assert resume_checkpoint(tmp_path) == path.parent / "step0000005.ckpt"  # intact but newer than last.ckpt (step 1)
+    AtomicCheckpointIO().save_checkpoint({"global_step": 6}, path)
+    assert resume_checkpoint(tmp_path) == path  # last.ckpt at the highest step
     path.write_bytes(path.read_bytes()[:40])  # a last.ckpt torn by a non-atomic writer
     assert resume_checkpoint(tmp_path) == path.parent / "step0000005.ckpt"
 

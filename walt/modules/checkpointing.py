@@ -17,7 +17,7 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from walt.runs import LAST_CKPT, atomic_write
+from walt.runs import LAST_CKPT, atomic_write, checkpoint_step
 
 log = logging.getLogger(__name__)
 STEP_PATTERN = re.compile(r"step(\d+)\.ckpt$")
@@ -48,16 +48,20 @@ def is_intact(path: Path) -> bool:
 
 
 def resume_checkpoint(run_dir: Path) -> Path | None:
-    """last.ckpt when it is intact, else the newest intact step checkpoint (with a warning), else None."""
+    """The intact checkpoint at the highest global step: last.ckpt, unless a step checkpoint is newer (a kill
+    between the two saves) or last.ckpt is damaged (with a warning); None when there is none."""
     last = run_dir / LAST_CKPT
-    if last.exists() and is_intact(last):
-        return last
     steps = sorted((p for p in last.parent.glob("step*.ckpt") if step_of(p) is not None), key=step_of, reverse=True)
-    for path in steps:
-        if is_intact(path):
-            if last.exists():
-                log.warning("%s is damaged (interrupted write?); resuming from %s instead", last, path)
-            return path
+    newest_step = next((p for p in steps if is_intact(p)), None)
+    if last.exists() and is_intact(last):
+        if newest_step is not None and checkpoint_step(newest_step) > checkpoint_step(last):
+            log.info("%s is newer than %s; resuming from it", newest_step.name, last.name)
+            return newest_step
+        return last
+    if newest_step is not None:
+        if last.exists():
+            log.warning("%s is damaged (interrupted write?); resuming from %s instead", last, newest_step)
+        return newest_step
     if last.exists():
         log.warning("%s is damaged and no intact step checkpoint exists: starting from step 0", last)
     return None
