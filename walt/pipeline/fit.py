@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import traceback
+import warnings
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -49,7 +50,10 @@ def _no_advertising(record: logging.LogRecord) -> bool:
 def tidy_lightning_logging() -> None:
     """One line per message: once the root logger has a handler (Hydra's, or the CLI's), Lightning's own
     stream handlers (added when it was imported before logging was set up) would print everything twice.
-    Also drops Lightning's advertising tips."""
+    Also drops Lightning's advertising tips, and its mid-epoch resume warning ("dataloader is not resumable ...
+    unreliable results"), which is false here: the samplers continue the interrupted epoch (walt.data.sampling;
+    tests/test_integrity.py checks the resumed weights equal the uninterrupted run's)."""
+    warnings.filterwarnings("ignore", message=r"You're resuming from a checkpoint that ended before the epoch ended")
     if logging.getLogger().handlers:
         for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
             logging.getLogger(name).handlers.clear()
