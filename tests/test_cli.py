@@ -215,3 +215,17 @@ def test_refusals_exit_3_with_one_line_before_any_work(tmp_path, synthetic_root)
     assert busy.returncode == 3, busy.stderr[-2000:]
     line, = busy.stderr.strip().splitlines()
     assert line.startswith("walt-train: refused: ") and f'"pid": {holder.pid}' in line
+
+
+def test_an_unsafe_checkpoint_is_refused_naming_the_file_and_runs_nothing(tmp_path):
+    """A pickle whose loading would run code, given where a checkpoint goes (first_stage_ckpt): one line naming
+    the file, exit 2, and its code never ran."""
+    marker = tmp_path / "ran"
+    code = f"import pickle, os\nclass Evil:\n    def __reduce__(self):\n        return (os.system, ('touch {marker}',))\n" \
+           f"import torch\ntorch.save({{'hyper_parameters': Evil()}}, '{tmp_path / 'evil.ckpt'}')\n"
+    subprocess.run([sys.executable, "-c", code], check=True)
+    out = run_cli("train", f"first_stage_ckpt={tmp_path / 'evil.ckpt'}", cwd=tmp_path)
+    assert out.returncode == 2, out.stderr[-2000:]
+    line, = out.stderr.strip().splitlines()
+    assert str(tmp_path / "evil.ckpt") in line and "refused by a weights-only load" in line
+    assert not marker.exists()

@@ -39,9 +39,11 @@ def config_error_types() -> tuple[type, ...]:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
+    from walt.runs import UnsafeFile
     from walt.weights import WeightsError
 
-    return ValueError, KeyError, FileNotFoundError, WeightsError, HydraException, OmegaConfBaseException, Refused
+    return (ValueError, KeyError, FileNotFoundError, WeightsError, HydraException, OmegaConfBaseException, Refused,
+            UnsafeFile)
 
 
 def one_line_errors(prog: str) -> Callable:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pickle
 import shutil
 import socket
 import tempfile
@@ -90,13 +91,34 @@ def update_results(run_dir: str | os.PathLike, **sections: Any) -> dict:
     return results
 
 
-def checkpoint_step(path: str | os.PathLike) -> int:
-    """The global step stored in a checkpoint file (0 when it holds none). Loaded with weights_only=True,
-    as every checkpoint is (a pickle that would run code is refused), and memory-mapped, so the tensors
-    are not read just for the step. torch is imported on call: analysis imports this module without it."""
+class UnsafeFile(pickle.UnpicklingError):
+    """A checkpoint or weights file that a weights-only load refuses: it holds objects whose unpickling would
+    run code (or types a checkpoint never holds)."""
+
+
+def load_weights(path: str | os.PathLike, mmap: bool = False) -> Any:
+    """torch.load(path, weights_only=True) on the CPU, the one way this suite opens a checkpoint: a pickle that
+    would run code is refused before any of it runs, as UnsafeFile naming the file. torch is imported on call:
+    analysis imports this module without it."""
     import torch
 
-    return int(torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("global_step", 0))
+    try:
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+        except RuntimeError as err:  # a legacy (non-zip) file cannot be memory-mapped: read it whole
+            if not mmap or "mmap" not in str(err):
+                raise
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        reason = (str(err).strip().splitlines() or [""])[0]
+        raise UnsafeFile(f"{path} was refused by a weights-only load (it holds objects whose unpickling could run "
+                         f"code, or types no checkpoint of this suite holds): {reason}") from None
+
+
+def checkpoint_step(path: str | os.PathLike) -> int:
+    """The global step stored in a checkpoint file (0 when it holds none), memory-mapped, so the tensors are
+    not read just for the step."""
+    return int(load_weights(path, mmap=True).get("global_step", 0))
 
 
 def is_complete(run_dir: str | os.PathLike) -> bool:

@@ -23,6 +23,7 @@ from walt.autoencoder.model import CausalAutoencoder
 from walt.data.video import to_model_range
 from walt.modules.ema import EMA
 from walt.modules.schedules import set_base_lrs
+from walt.runs import load_weights
 
 log = logging.getLogger(__name__)
 
@@ -281,7 +282,7 @@ def load_autoencoder(ckpt_path: str, map_location: str | torch.device = "cpu",
     normalize_latents: whether encode(normalize=True)/normalize() apply the checkpoint's latent statistics
     (stage 2's diffusion.normalize_latents; Table 3e ablates it).
     """
-    ckpt = torch.load(ckpt_path, map_location=map_location, weights_only=True)
+    ckpt = load_weights(ckpt_path)
     module = AutoencoderModule(**ckpt["hyper_parameters"])
     module.load_state_dict(ckpt["state_dict"])
     module.normalize_latents = bool(normalize_latents)
@@ -292,4 +293,4 @@ def load_autoencoder(ckpt_path: str, map_location: str | torch.device = "cpu",
     if module.normalize_latents and not bool(module.latent_stats_ready):
         log.warning("%s holds no latent statistics; call compute_latent_stats(loader) before encoding "
                     "(encode_dataset does this)", ckpt_path)
-    return module.eval().requires_grad_(False)
+    return module.to(map_location).eval().requires_grad_(False)

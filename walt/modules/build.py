@@ -18,7 +18,7 @@ from walt.modules.autoencoder import AutoencoderModule, load_autoencoder
 from walt.modules.interpolation import InterpolationModule
 from walt.modules.latent_diffusion import LatentDiffusionModule
 from walt.modules.super_resolution import SuperResolutionModule
-from walt.runs import checkpoint_step
+from walt.runs import checkpoint_step, load_weights
 
 CASCADE_MODULES = {"super_resolution": SuperResolutionModule, "interpolation": InterpolationModule}
 
@@ -69,7 +69,7 @@ def load_module(run: RunConfig, ckpt_path: str | Path) -> tuple[L.LightningModul
         raise FileNotFoundError(f"no checkpoint {path}: train the run first (walt-train)")
     if run.stage == "autoencoder":
         return load_autoencoder(str(path)), checkpoint_step(path)
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    ckpt = load_weights(path)
     module = build_module(run)
     module.load_state_dict(ckpt["state_dict"])
     module.on_load_checkpoint(ckpt)

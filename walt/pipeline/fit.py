@@ -199,7 +199,7 @@ def whole_module(run: RunConfig, module: L.LightningModule, trainer: L.Trainer,
 
 def warm_start(module: L.LightningModule, path: str) -> None:
     """ckpt_path=<file>: initialise the weights from another run's checkpoint (fresh optimizer, step 0)."""
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    ckpt = runs.load_weights(path)
     missing, unexpected = module.load_state_dict(ckpt["state_dict"], strict=False)
     if unexpected or [k for k in missing if not k.startswith("ema.")]:
         raise ValueError(f"ckpt_path={path} does not fit this model: missing {missing[:5]}, unexpected {unexpected[:5]}")

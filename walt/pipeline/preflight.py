@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from walt import runs
 from walt.config import RunConfig
 from walt.config.schema import Dataset
 
@@ -29,7 +30,6 @@ def check(run: RunConfig) -> RunConfig:
 def check_run_dir(run: RunConfig) -> None:
     """Refusals (walt.utils.Refused, exit 3) that used to come after the autoencoder was trained: the run
     directory in use by another process, or an unfinished run resumed with a config it cannot take."""
-    from walt import runs
     from walt.modules.checkpointing import resume_checkpoint
     from walt.pipeline.first_stage import resolved
     from walt.pipeline.fit import check_resume
@@ -78,7 +78,7 @@ def check_files(run: RunConfig) -> None:
         return
     if not Path(ckpt).is_file():
         raise FileNotFoundError(f"first_stage_ckpt={ckpt} does not exist (use first_stage_ckpt=auto to train one)")
-    hparams = torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True).get("hyper_parameters") or {}
+    hparams = runs.load_weights(ckpt, mmap=True).get("hyper_parameters") or {}
     config = hparams.get("config")
     if config is None or "latent_channels" not in config:
         kind = "a stage-2 or cascade checkpoint" if "model" in hparams else "not an autoencoder checkpoint"
