@@ -38,8 +38,8 @@ from analysis.tables import TABLE3
 TABLE_NAMES = (*TABLE3, "main", "layouts")
 CONTROL_HELP = (
     "which runs a table compares (default auto): auto = hold every other varying config key at one value "
-    "(another Table 3 axis at the paper default when some runs have it, else at the value that fills the "
-    "most rows); seeds are replicates; paper = other Table 3 axes at the paper default only; none = every "
+    "(another Table 3 axis at the paper default when that fills as many rows as any value, else at the "
+    "value that fills the most rows); seeds are replicates; paper = other Table 3 axes at the paper default only; none = every "
     "matching run")
 _STEMS = {"main": "main_results"}
 SUMMARY = "summary.json"
@@ -241,8 +241,8 @@ def _replicate(args, out: Path) -> int:
 def _rule_line(mode: str) -> str:
     if mode == "auto":
         return ("each table compares runs that differ in its own axis (and seed, the replicates); every other "
-                "config key that varies is held at one value: the paper default when some runs have it, else "
-                "the value that fills the most rows. Each table's notes say what was held.")
+                "config key that varies is held at one value: the paper default when it fills as many rows as "
+                "any value, else the value that fills the most rows. Each table's notes say what was held.")
     if mode == "paper":
         return "each table keeps runs whose other Table 3 axes are at the paper default (absent = default)."
     return "no filter: a row averages every run that matches it."
