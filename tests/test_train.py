@@ -89,6 +89,19 @@ def test_nan_loss_stops_with_clear_error_and_keeps_checkpoints(tmp_path, synthet
     assert all(torch.isfinite(v).all() for v in last["state_dict"].values())
 
 
+def test_a_run_with_skipped_bad_files_ends_with_a_line_naming_them(tmp_path, synthetic_root, caplog):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(synthetic_root, data)
+    bad = sorted(data.rglob("*.mp4"))[0]
+    bad.write_bytes(b"\x00garbage" * 100)
+    with caplog.at_level("WARNING"):
+        train_stage(make_run(tmp_path, data, 2, f"data.root={data}", "data.max_bad_fraction=0.5"), build=StandIn())
+    line = [r.getMessage() for r in caplog.records if "trained without" in r.getMessage()]
+    assert line and "1 unreadable file(s)" in line[-1] and bad.name in line[-1]
+
+
 def test_a_run_that_trains_zero_steps_is_an_error_not_complete(tmp_path, synthetic_root):
     """Lightning finishes "successfully" when no training batch is drawn (under DDP: each rank's share smaller than
     its batch, all dropped); here every batch is skipped by limit_train_batches=0."""

@@ -152,6 +152,11 @@ def train_stage(run: RunConfig, build: Callable[[RunConfig], L.LightningModule] 
             evaluate_after_train(run, module, trainer)
         runs.mark_complete(run_dir)
         log.info("finished %s: %s", run_dir, runs.read_results(run_dir).get("metrics"))
+        health = results.get("data_health") or {}
+        if health.get("bad_total"):  # the end-of-run line a user reads: which files the run went without
+            log.warning("%s trained without %d unreadable file(s) (%s; each counted once, results.json data_health): "
+                        "%s", run_dir, health["bad_total"], ", ".join(f"{k} {v}" for k, v in health["bad"].items()),
+                        "; ".join(health["bad_files"]))
         return runs.read_results(run_dir)
 
 
