@@ -229,3 +229,21 @@ def test_an_unsafe_checkpoint_is_refused_naming_the_file_and_runs_nothing(tmp_pa
     line, = out.stderr.strip().splitlines()
     assert str(tmp_path / "evil.ckpt") in line and "refused by a weights-only load" in line
     assert not marker.exists()
+
+
+@pytest.mark.slow
+def test_walt_train_ddp_on_two_cpu_processes_completes(tmp_path, synthetic_root):
+    """`walt-train trainer=ddp` as a user runs it: Lightning starts rank 1 by re-running the command, and rank 1's
+    pre-flight must join the run rank 0 holds, not refuse it as "in use" (it did, and the run hung)."""
+    import os
+
+    script = Path(sys.executable).parent / "walt-train"
+    args = ["stage=autoencoder", "data=ucf101", f"data.root={synthetic_root}", "data.num_classes=4", "data.resolution=16",
+            "data.num_frames=5", "data.num_workers=0", "data.batch_size=2", "autoencoder=micro", "trainer=ddp",
+            "trainer.accelerator=cpu", "trainer.devices=2", "trainer.precision=32-true", "logger=csv",
+            "trainer.max_steps=2", "trainer.limit_val_batches=1", "trainer.enable_progress_bar=false",
+            "~callbacks.rich_progress_bar", "eval.after_train=false", "run_name=ddp", f"paths.output_dir={tmp_path / 'out'}"]
+    out = subprocess.run([str(script), *args], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert (tmp_path / "out" / "runs" / "ddp" / "COMPLETED").is_file() and "refused" not in out.stderr

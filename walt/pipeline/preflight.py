@@ -14,6 +14,7 @@ import torch
 from walt import runs
 from walt.config import RunConfig
 from walt.config.schema import Dataset
+from walt.utils import launch_rank
 
 GPU_ACCELERATORS = ("gpu", "cuda")
 
@@ -35,7 +36,7 @@ def check_run_dir(run: RunConfig) -> None:
     from walt.pipeline.fit import check_resume
 
     run_dir = run.run_dir
-    if not run_dir.is_dir():
+    if not run_dir.is_dir() or launch_rank() != 0:  # a DDP follower joins the run rank 0 holds
         return
     holder = runs.holder(run_dir)
     if holder:
