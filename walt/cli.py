@@ -121,7 +121,7 @@ def _check_sweep(args: list[str]) -> None:
     from walt.pipeline import preflight
 
     dry = any(a.split("=", 1)[0] == "dry_run" and a.split("=", 1)[1].lower() == "true" for a in args)
-    check_sweep(args, None if dry else preflight.check)
+    check_sweep(args, None if dry else functools.partial(preflight.check, run_dir=False))  # job dirs: per job
 
 
 def _check_single_run(args: list[str]) -> None:

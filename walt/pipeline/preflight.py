@@ -19,12 +19,14 @@ from walt.utils import launch_rank
 GPU_ACCELERATORS = ("gpu", "cuda")
 
 
-def check(run: RunConfig) -> RunConfig:
-    """Every check below, in order of cost; returns `run`."""
+def check(run: RunConfig, run_dir: bool = True) -> RunConfig:
+    """Every check below, in order of cost; returns `run`. run_dir=False leaves out the run-directory check
+    (a sweep's jobs composed before launch do not know their job directories yet)."""
     check_accelerator(run)
     check_data_roots(run)
     check_files(run)
-    check_run_dir(run)
+    if run_dir:
+        check_run_dir(run)
     return run
 
 
