@@ -64,7 +64,12 @@ def test_killed_and_resumed_run_equals_the_uninterrupted_one(tmp_path, synthetic
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_sigterm_saves_at_that_step_and_exits_nonzero(tmp_path, synthetic_root, signum):
-    """SIGTERM (a scheduler, `kill`) and Ctrl-C alike: last.ckpt at the next batch boundary, exit 128 + signal."""
+    """SIGTERM (a scheduler, `kill`) and Ctrl-C alike: last.ckpt at the next batch boundary, exit 128 + signal;
+    the handlers are put back as they were."""
+    before = signal.getsignal(signum)
+    if signum == signal.SIGINT:  # as in a terminal (a background job, e.g. under nohup, starts with SIGINT ignored)
+        signal.signal(signum, signal.default_int_handler)
+
     def build(run):
         module = AutoencoderModule(run.autoencoder)
         step = module.training_step
@@ -84,6 +89,7 @@ def test_sigterm_saves_at_that_step_and_exits_nonzero(tmp_path, synthetic_root, 
     assert torch.load(tmp_path / "run" / runs.LAST_CKPT, weights_only=True)["global_step"] == 3
     assert not runs.is_complete(tmp_path / "run")
     assert signal.getsignal(signum) in (signal.SIG_DFL, signal.default_int_handler, None)
+    signal.signal(signum, before)
 
 
 def test_force_starts_over_and_keeps_the_old_run(tmp_path, synthetic_root):

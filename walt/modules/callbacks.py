@@ -70,6 +70,8 @@ class PreemptionCheckpoint(L.Callback):
     def on_train_start(self, trainer, pl_module):
         for name in self.signal_names:
             signum = getattr(signal, name)
+            if signum == signal.SIGINT and signal.getsignal(signum) is signal.SIG_IGN:
+                continue  # started in the background (nohup, `&`): Ctrl-C is not this process's to take
             self._previous[signum] = signal.signal(signum, self._on_signal)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
