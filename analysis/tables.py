@@ -218,18 +218,19 @@ def _same_model_notes(members: dict[str, list[dict]], config_keys: Sequence[str]
                           if k.startswith("token_windows.") and isinstance(v, str)) for r in rows}
 
     filled = [(label, rows) for label, rows in members.items() if rows]
+    seen = {label: windows(rows) for label, rows in filled}
     groups: list[list[str]] = []
     for i, (label, rows) in enumerate(filled):
-        mine = windows(rows)
+        mine = seen[label]
         if len(mine) != 1 or mine == {""} or any(label in g for g in groups):
             continue
-        same = [other for other, rows_b in filled[i + 1:] if windows(rows_b) == mine and all(
+        same = [other for other, rows_b in filled[i + 1:] if seen[other] == mine and all(
             {canon(lookup(r, k)) for r in rows} == {canon(lookup(r, k)) for r in rows_b}
             for k in config_keys if k not in WINDOW_KEYS and not ignored(k))]
         if same:
             groups.append([label, *same])
     return [f"Rows {', '.join(g)} train one model: their windows all clamp to the same token windows "
-            f"({next(iter(windows(members[g[0]])))}) on this latent grid, so they are one model under {len(g)} "
+            f"({next(iter(seen[g[0]]))}) on this latent grid, so they are one model under {len(g)} "
             f"labels, not a comparison of windows (use a grid the windows tile, e.g. data.synthetic.resolution=128)."
             for g in groups]
 

@@ -136,23 +136,10 @@ def test_cascade_parts_are_stored_only_where_they_apply(tmp_path):
 
 
 def sweep_points(name):
-    """The overrides of every job in a sweep preset's grid (Hydra's basic sweeper: cartesian product)."""
-    import itertools
+    """The overrides of every job in a sweep preset's grid (what walt-train -m launches), without +sweep=."""
+    from walt.config.sweep import sweep_points as points
 
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    from hydra import compose, initialize_config_dir
-
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose("train", overrides=[f"+sweep={name}"], return_hydra_config=True)
-    params = cfg.hydra.sweeper.params or {}
-    parser = OverridesParser.create()
-    axes = []
-    for key, value in params.items():
-        override = parser.parse_override(f"{key}={value}")
-        axes.append([f"{key}={v}" for v in override.sweep_string_iterator()] if override.is_sweep_override()
-                    else [f"{key}={value}"])
-    return [list(point) for point in itertools.product(*axes)]
+    return [point[1:] for point in points([f"+sweep={name}"])]
 
 
 @pytest.mark.parametrize("name", SWEEPS)

@@ -27,7 +27,7 @@ from omegaconf import DictConfig
 
 from walt.config import CONFIG_DIR, RunConfig, register
 from walt.config.sweep import MULTIRUN_FLAGS
-from walt.utils import Refused
+from walt.utils import Refused, first_line
 
 register()
 log = logging.getLogger("walt")
@@ -46,16 +46,16 @@ def config_error_types() -> tuple[type, ...]:
             UnsafeFile)
 
 
-def one_line_errors(prog: str) -> Callable:
+def one_line_errors(prog: str, kinds: tuple[type, ...] | None = None) -> Callable:
     """Decorator: a config error becomes one line on stderr and exit status 2, a refusal (walt.utils.Refused:
     run directory in use, started with another config, too many bad files) one line and status 3
-    (WALT_DEBUG=1: the traceback)."""
+    (WALT_DEBUG=1: the traceback). kinds: the error types handled (default: config_error_types())."""
     def wrap(fn):
         @functools.wraps(fn)
         def run(*args, **kwargs):
             try:
                 return fn(*args, **kwargs)
-            except config_error_types() as err:
+            except kinds or config_error_types() as err:
                 if os.environ.get("WALT_DEBUG"):
                     raise
                 refused = isinstance(err, Refused)
@@ -67,9 +67,8 @@ def one_line_errors(prog: str) -> Callable:
 
 def error_line(err: BaseException) -> str:
     """One line: the error's first line, plus the first line of its cause (Hydra wraps the real reason)."""
-    first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-    cause = err.__cause__
-    reason = (str(cause).strip().splitlines() or [""])[0] if cause is not None else ""
+    first = first_line(err)
+    reason = first_line(err.__cause__, default="") if err.__cause__ is not None else ""
     return f"{first} ({reason})" if reason and reason not in first else first
 
 
@@ -91,13 +90,7 @@ def _train(cfg: DictConfig) -> None:
                           "overrides": [o for o in run.overrides if not o.startswith("dry_run")]}))
         return
     one_line_errors("walt-train")(preflight.check)(run)
-    try:
-        train_run(run)
-    except Refused as err:  # only refusals become one line: a crash keeps its traceback (exit 1)
-        if os.environ.get("WALT_DEBUG"):
-            raise
-        print(f"walt-train: refused: {error_line(err)}", file=sys.stderr)
-        sys.exit(EXIT_REFUSED)
+    one_line_errors("walt-train", kinds=(Refused,))(train_run)(run)  # a crash keeps its traceback (exit 1)
 
 
 def train() -> None:

@@ -20,7 +20,7 @@ from typing import IO, Any, Iterator
 
 from filelock import FileLock, Timeout
 
-from walt.utils import Refused
+from walt.utils import Refused, first_line
 
 RESULTS = "results.json"
 COMPLETED = "COMPLETED"
@@ -110,7 +110,7 @@ def load_weights(path: str | os.PathLike, mmap: bool = False) -> Any:
                 raise
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        reason = (str(err).strip().splitlines() or [""])[0]
+        reason = first_line(err, default="")
         raise UnsafeFile(f"{path} was refused by a weights-only load (it holds objects whose unpickling could run "
                          f"code, or types no checkpoint of this suite holds): {reason}") from None
 
@@ -141,7 +141,7 @@ def run_lock(run_dir: Path) -> Iterator[None]:
     try:
         lock.acquire()
     except Timeout:
-        raise in_use(run_dir, owner.read_text().strip() if owner.exists() else "another process") from None
+        raise in_use(run_dir, _owner(run_dir)) from None
     try:
         owner.write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
                                      "since": time.strftime("%Y-%m-%d %H:%M:%S")}))
@@ -149,6 +149,11 @@ def run_lock(run_dir: Path) -> Iterator[None]:
     finally:
         owner.unlink(missing_ok=True)
         lock.release()
+
+
+def _owner(run_dir: Path) -> str:
+    owner = run_dir / f"{LOCK}.owner"
+    return owner.read_text().strip() if owner.exists() else "another process"
 
 
 def in_use(run_dir: Path, who: str) -> Refused:
@@ -164,8 +169,7 @@ def holder(run_dir: Path) -> str | None:
     try:
         lock.acquire()
     except Timeout:
-        owner = run_dir / f"{LOCK}.owner"
-        return owner.read_text().strip() if owner.exists() else "another process"
+        return _owner(run_dir)
     lock.release()
     return None
 

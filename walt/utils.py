@@ -12,6 +12,11 @@ if TYPE_CHECKING:
     import torch
 
 
+def first_line(err: BaseException, default: str | None = None) -> str:
+    """The first line of an error's message (its type's name, or `default`, when the message is empty)."""
+    return (str(err).strip().splitlines() or [type(err).__name__ if default is None else default])[0]
+
+
 class Refused(RuntimeError):
     """A run the suite will not start or continue as asked, with nothing changed: its directory is in use, it
     was started with another config, too many of its files are bad. walt-train prints one line and exits

@@ -72,6 +72,11 @@ def compose(overrides: Sequence[str] = (), hydra_config: bool = False) -> DictCo
         return run(overrides)
 
 
+def _group_choices(overrides: Sequence[str]) -> list[str]:
+    """The config-group choices among overrides (data=ucf101, +sweep=table3a): what a section's keys depend on."""
+    return [o for o in overrides if "." not in override_key(o) and "=" in o]
+
+
 def _valid_keys(compose_fn, overrides: Sequence[str], err: Exception) -> str | None:
     """For a mistyped key ("not in struct"): the message with the valid keys of its section."""
     from omegaconf import DictConfig, OmegaConf
@@ -82,7 +87,7 @@ def _valid_keys(compose_fn, overrides: Sequence[str], err: Exception) -> str | N
         return None
     key = found.group(1)
     parent = key.rsplit(".", 1)[0] if "." in key else ""
-    groups = [o for o in overrides if "." not in override_key(o) and "=" in o]
+    groups = _group_choices(overrides)
     node = OmegaConf.select(compose_fn(groups), parent) if parent else compose_fn(groups)
     if not isinstance(node, DictConfig):
         return None
@@ -94,7 +99,7 @@ def _null_parent(compose_fn, overrides: Sequence[str]) -> str | None:
     (`data=ucf101 data.synthetic.resolution=16`: the ucf101 data group has no synthetic block)."""
     from omegaconf import OmegaConf
 
-    groups = [o for o in overrides if "." not in override_key(o) and "=" in o]
+    groups = _group_choices(overrides)
     cfg = compose_fn(groups)
     for o in overrides:
         parts = override_key(o).split(".")

@@ -42,11 +42,12 @@ def sweep_points(args: Sequence[str]) -> list[list[str]]:
 def check_sweep(args: Sequence[str], check: Optional[Callable] = None) -> int:
     """Compose (RunConfig.load) and `check` every distinct job of the sweep; returns how many were checked.
     Raises the first job's error, naming its overrides."""
-    from walt.config.run import RunConfig
+    from walt.config.run import RunConfig, override_key
+    from walt.utils import first_line
 
     seen, count = set(), 0
     for point in sweep_points(args):
-        key = tuple(o for o in point if o.split("=", 1)[0].lstrip("+~") not in REPLICATE_KEYS)
+        key = tuple(o for o in point if override_key(o) not in REPLICATE_KEYS)
         if key in seen:
             continue
         seen.add(key)
@@ -55,8 +56,7 @@ def check_sweep(args: Sequence[str], check: Optional[Callable] = None) -> int:
             if check is not None:
                 check(run)
         except Exception as err:  # one line naming the job (WALT_DEBUG=1 shows the cause's traceback)
-            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
             job = " ".join(o for o in key if o not in args) or "(the only one)"
-            raise ValueError(f"sweep job {job}: {first}; no job was launched") from err
+            raise ValueError(f"sweep job {job}: {first_line(err)}; no job was launched") from err
         count += 1
     return count

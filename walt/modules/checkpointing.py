@@ -17,7 +17,7 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from walt.runs import LAST_CKPT, atomic_write, checkpoint_step
+from walt.runs import LAST_CKPT, atomic_write, checkpoint_step, load_weights
 
 log = logging.getLogger(__name__)
 STEP_PATTERN = re.compile(r"step(\d+)\.ckpt$")
@@ -41,7 +41,7 @@ def step_of(path: Path) -> int | None:
 def is_intact(path: Path) -> bool:
     """Whether a checkpoint file opens as a complete torch archive (a truncated zip fails here)."""
     try:
-        torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        load_weights(path, mmap=True)
         return True
     except Exception:  # noqa: BLE001 - any failure to open means "not resumable"
         return False

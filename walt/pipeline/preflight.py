@@ -13,7 +13,7 @@ import torch
 
 from walt import runs
 from walt.config import RunConfig
-from walt.config.schema import Dataset
+from walt.config.schema import AUTO, Dataset
 from walt.utils import launch_rank
 
 GPU_ACCELERATORS = ("gpu", "cuda")
@@ -61,7 +61,7 @@ def check_data_roots(run: RunConfig) -> None:
     generated on first use. Skipped when the run reads a latent cache only."""
     d = run.data
     roots = []
-    if d.dataset != Dataset.synthetic and not (run.stage == "diffusion" and d.latent_cache not in (None, "auto")):
+    if d.dataset != Dataset.synthetic and not (run.stage == "diffusion" and d.latent_cache not in (None, AUTO)):
         roots.append(("data.root", d.root))
     if d.image_ratio > 0 or d.append_images > 0:
         roots.append(("data.image_root", d.image_root))
@@ -77,7 +77,7 @@ def check_files(run: RunConfig) -> None:
     if run.ckpt_path and not Path(run.ckpt_path).is_file():
         raise FileNotFoundError(f"ckpt_path={run.ckpt_path} does not exist (the checkpoint to warm-start from)")
     ckpt = run.first_stage_ckpt
-    if run.stage == "autoencoder" or not ckpt or ckpt == "auto":
+    if run.stage == "autoencoder" or not ckpt or ckpt == AUTO:
         return
     if not Path(ckpt).is_file():
         raise FileNotFoundError(f"first_stage_ckpt={ckpt} does not exist (use first_stage_ckpt=auto to train one)")
