@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat requirements/lock.txt pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: setup demo test test-fast bench bench-setup lock clean
+.PHONY: setup demo test test-fast bench bench-setup lock clean slurm-up slurm-down
 
 setup: $(STAMP)
 
@@ -23,6 +23,15 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
+
+# A local two-node Slurm cluster (partition debug, accounting on) to try hydra/launcher=slurm on one machine;
+# as root it installs Debian's slurm and munge packages when missing. Then: export SLURM_CONF=/tmp/walt-slurm/etc/slurm.conf
+slurm-up:
+	tests/slurm/cluster.sh up
+	@tests/slurm/cluster.sh env
+
+slurm-down:
+	tests/slurm/cluster.sh down
 
 # Benchmark report (outputs/bench/report.{json,md}); BENCH_ARGS=--quick for a short run. bench-setup installs
 # the benchmark-only extra (diffusers, the peer model) from pyproject's optional-dependencies "bench".

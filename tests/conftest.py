@@ -1,5 +1,7 @@
 import contextlib
 import os
+import subprocess
+from pathlib import Path
 
 import pytest
 import torch
@@ -42,3 +44,31 @@ def randomize(model: torch.nn.Module, std: float) -> torch.nn.Module:
         for p in model.parameters():
             p.add_(torch.randn_like(p) * std)
     return model
+
+
+def require(reason: str) -> None:
+    """Skip with a visible reason where a real component (Slurm, a browser) cannot start here; under CI=true the
+    same reason is a failure: CI's machine can start them."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"CI=true and {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster():
+    """A local two-node Slurm cluster for the session (tests/slurm/cluster.sh): {'SLURM_CONF': ...} for the
+    processes that talk to it. Started here only when it is not already up, and then stopped here."""
+    script = Path(__file__).parent / "slurm" / "cluster.sh"
+    conf = subprocess.run([script, "env"], capture_output=True, text=True, check=True).stdout.split("=", 1)[1].strip()
+    started = subprocess.run([script, "status"], capture_output=True).returncode != 0
+    if started:
+        up = subprocess.run([script, "up"], capture_output=True, text=True, timeout=900)
+        if up.returncode != 0:
+            subprocess.run([script, "down"], capture_output=True, timeout=120)
+            require(f"no local Slurm cluster: {(up.stderr.strip().splitlines() or ['cluster.sh up failed'])[-1]}")
+    before = os.environ.get("SLURM_CONF")
+    os.environ["SLURM_CONF"] = conf  # squeue / scontrol from the tests, and the jobs (sbatch exports the env)
+    yield {"SLURM_CONF": conf}
+    os.environ.pop("SLURM_CONF") if before is None else os.environ.update(SLURM_CONF=before)
+    if started:
+        subprocess.run([script, "down"], capture_output=True, timeout=120)

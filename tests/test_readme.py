@@ -51,8 +51,8 @@ def test_walt_train_lines_compose_and_validate(args):
     register()
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose("train", overrides=[*overrides, *hydra_level], return_hydra_config=True)
-    if any(a.startswith("hydra/launcher=slurm") for a in hydra_level):
-        assert cfg.hydra.launcher.partition == "gpu"
+    if any(a.startswith("hydra/launcher=slurm") for a in hydra_level):  # the cluster's, or the local test cluster's
+        assert cfg.hydra.launcher.partition in ("gpu", "debug")
 
 
 def test_cascade_lines_chain_the_runs_the_readme_trains():

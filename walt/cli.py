@@ -18,11 +18,13 @@ import functools
 import json
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Callable
 
 import hydra
+from hydra.errors import CompactHydraException
 from omegaconf import DictConfig
 
 from walt.config import CONFIG_DIR, RunConfig, register
@@ -77,9 +79,14 @@ def setup_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s", force=True)
 
 
+class SweepJobFailed(CompactHydraException):
+    """A -m job's error; Hydra prints the message alone (exit status 1), the job's log keeps the traceback."""
+
+
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def _train(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
 
     from walt.pipeline import preflight
     from walt.pipeline.train import train as train_run
@@ -90,7 +97,16 @@ def _train(cfg: DictConfig) -> None:
                           "overrides": [o for o in run.overrides if not o.startswith("dry_run")]}))
         return
     one_line_errors("walt-train")(preflight.check)(run)
-    one_line_errors("walt-train", kinds=(Refused,))(train_run)(run)  # a crash keeps its traceback (exit 1)
+    try:
+        one_line_errors("walt-train", kinds=(Refused,))(train_run)(run)  # a crash keeps its traceback (exit 1)
+    except Exception as err:
+        if HydraConfig.get().mode != RunMode.MULTIRUN:
+            raise
+        # a sweep job: the traceback into the job's log (on Slurm, far from the console), one line to the sweep
+        log_file = Path(HydraConfig.get().runtime.output_dir) / f"{HydraConfig.get().job.name}.log"
+        log.exception("sweep job %s failed", run.run_dir)
+        raise SweepJobFailed(f"walt-train: error: sweep job {run.run_dir} failed: {error_line(err)} "
+                             f"(traceback: {log_file})") from None
 
 
 def train() -> None:
@@ -105,7 +121,30 @@ def train() -> None:
         one_line_errors("walt-train")(_check_single_run)(args)
     elif any(a in MULTIRUN_FLAGS for a in args) and not any(a in ("-h", "--help", "--cfg", "-c", "--info") for a in args):
         one_line_errors("walt-train")(_check_sweep)(args)
+        os.environ.setdefault("HYDRA_FULL_ERROR", "1")  # a sweep's job errors reach sweep_error, not Hydra's printer
+        try:
+            _train()
+        except Exception as err:
+            print(sweep_error(err), file=sys.stderr)
+            sys.exit(1)
+        return
     _train()
+
+
+def sweep_error(err: Exception) -> str:
+    """One line for a sweep that ended on a job's error (SweepJobFailed, raised in the job) or on a Slurm job that
+    ended without a result (submitit's UncompletedJobError: cancelled, killed, node failure); others re-raised."""
+    if isinstance(err, SweepJobFailed):
+        return str(err)
+    if type(err).__name__ != "UncompletedJobError":
+        raise err
+    text = str(err)
+    job, state = re.search(r"^Job (\S+)", text), re.search(r"\(state: ([^)]*)\)", text)
+    path = re.search(r"with path (\S+)_result\.pkl", text)
+    return (f"walt-train: error: Slurm job {job.group(1) if job else '?'} ended without a result (state "
+            f"{state.group(1) if state else 'unknown'}; its log: {path.group(1) + '_log.err' if path else '?'}); the "
+            f"sweep's other jobs keep running (squeue). re-run the same command to finish the sweep: finished runs "
+            f"are skipped, interrupted ones resume from their last checkpoint")
 
 
 def _check_sweep(args: list[str]) -> None:

@@ -131,10 +131,11 @@ class RNGState(L.Callback):
 
 class TrainClock(L.Callback):
     """Training wall time summed over every session of a run (saved in its checkpoints), so steps/s of a
-    resumed run is total steps / total training time, not the last session's."""
+    resumed run is total steps / total training time, not the last session's; and the number of those
+    sessions that resumed from a checkpoint (`restarts` in results.json: preemptions, requeues, re-runs)."""
 
     def __init__(self):
-        self.seconds, self._start = 0.0, None
+        self.seconds, self._start, self.restarts = 0.0, None, 0
 
     def on_train_start(self, trainer, pl_module):
         self._start = time.perf_counter()
@@ -143,10 +144,11 @@ class TrainClock(L.Callback):
         return self.seconds + (time.perf_counter() - self._start if self._start is not None else 0.0)
 
     def state_dict(self) -> dict:
-        return {"seconds": self.elapsed()}
+        return {"seconds": self.elapsed(), "restarts": self.restarts}
 
-    def load_state_dict(self, state_dict: dict) -> None:
+    def load_state_dict(self, state_dict: dict) -> None:  # called on resume only
         self.seconds = float(state_dict.get("seconds", 0.0))
+        self.restarts = int(state_dict.get("restarts", 0)) + 1
 
 
 class StepProgressBar(RichProgressBar):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import traceback
 import warnings
 from pathlib import Path
@@ -52,8 +53,11 @@ def tidy_lightning_logging() -> None:
     stream handlers (added when it was imported before logging was set up) would print everything twice.
     Also drops Lightning's advertising tips, and its mid-epoch resume warning ("dataloader is not resumable ...
     unreliable results"), which is false here: the samplers continue the interrupted epoch (walt.data.sampling;
-    tests/test_integrity.py checks the resumed weights equal the uninterrupted run's)."""
+    tests/test_integrity.py checks the resumed weights equal the uninterrupted run's), and its "srun is available
+    but not used" hint on any machine with Slurm installed: a run outside a Slurm job is a local run here, and
+    Slurm jobs are started by the submitit launcher (hydra/launcher=slurm), which uses srun itself."""
     warnings.filterwarnings("ignore", message=r"You're resuming from a checkpoint that ended before the epoch ended")
+    warnings.filterwarnings("ignore", message=r"The `srun` command is available on your system but is not used")
     if logging.getLogger().handlers:
         for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
             logging.getLogger(name).handlers.clear()
@@ -62,6 +66,15 @@ def tidy_lightning_logging() -> None:
         logger = logging.getLogger(name)
         if _no_advertising not in logger.filters:
             logger.addFilter(_no_advertising)
+
+
+def slurm_threads() -> None:
+    """Intra-op threads = the job's CPUs (SLURM_CPUS_PER_TASK) unless OMP_NUM_THREADS says otherwise: torch counts
+    the host's cores, and without CPU binding two 1-CPU jobs on a 2-core node ran 18x slower than one alone."""
+    cpus = os.environ.get("SLURM_CPUS_PER_TASK")
+    if cpus and cpus.isdigit() and not os.environ.get("OMP_NUM_THREADS") and torch.get_num_threads() != int(cpus):
+        log.info("Slurm job with %s CPUs per task: %s intra-op threads (was %d)", cpus, cpus, torch.get_num_threads())
+        torch.set_num_threads(int(cpus))
 
 
 def check_resume(run: RunConfig, stored_path: Path) -> None:
@@ -244,6 +257,7 @@ def fit(run: RunConfig, module: L.LightningModule, datamodule: L.LightningDataMo
     if SLURMEnvironment.detect():
         # Under Slurm, submitit owns requeueing (hydra/launcher=slurm); Lightning's own SIGUSR1 requeue stays off.
         plugins.append(SLURMEnvironment(auto_requeue=False))
+        slurm_threads()
     trainer: L.Trainer = instantiate(trainer_spec(run), logger=logger, callbacks=callbacks, plugins=plugins,
                                      default_root_dir=str(run_dir))
     if isinstance(logger, TensorBoardLogger):
@@ -272,6 +286,7 @@ def fit(run: RunConfig, module: L.LightningModule, datamodule: L.LightningDataMo
         "global_step": trainer.global_step,
         "params": sum(p.numel() for p in module.parameters() if p.requires_grad),
         "wall_time_s": wall,
+        "restarts": clock.restarts,
         "steps_per_sec": trainer.global_step / wall if wall > 0 else None,
         "peak_memory_bytes": torch.cuda.max_memory_allocated() if torch.cuda.is_available() else None,
         "token_windows": run.model.token_windows() if run.stage != "autoencoder" else None,
