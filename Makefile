@@ -18,11 +18,12 @@ $(STAMP): requirements/lock.txt pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/walt-demo
 
+# One pytest-xdist worker per core; the Slurm tests share one worker (their cluster), each worker one thread
 test: $(STAMP)
-	$(PY) -m pytest -q -ra
+	$(PY) -m pytest -q -ra -n auto --dist loadgroup
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -m "not slow" -n auto --dist loadgroup
 
 # A local two-node Slurm cluster (partition debug, accounting on) to try hydra/launcher=slurm on one machine;
 # as root it installs Debian's slurm and munge packages when missing. Then: export SLURM_CONF=/tmp/walt-slurm/etc/slurm.conf

@@ -8,7 +8,13 @@ import torch
 
 from walt.data.synthetic import SyntheticSpec, generate
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# Under pytest-xdist (`make test` runs one worker per core) every worker and the processes it starts get one
+# intra-op thread: two workers of two threads each on two cores spin in OpenMP barriers (3.5x slower measured).
+WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+THREADS = max(1, min(2, os.cpu_count() or 1) // WORKERS)
+if WORKERS > 1:
+    os.environ.setdefault("OMP_NUM_THREADS", str(THREADS))
+torch.set_num_threads(THREADS)
 
 SMALL_SPEC = SyntheticSpec(num_classes=4, num_groups=5, clips_per_group=1, num_frames=17, resolution=32)
 

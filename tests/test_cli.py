@@ -254,3 +254,21 @@ def test_walt_train_ddp_on_two_cpu_processes_completes(tmp_path, synthetic_root)
                          env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert out.returncode == 0, out.stderr[-3000:]
     assert (tmp_path / "out" / "runs" / "ddp" / "COMPLETED").is_file() and "refused" not in out.stderr
+
+
+def test_sweep_error_is_one_line_for_a_job_without_result_and_re_raises_anything_else():
+    """submitit's UncompletedJobError (a cancelled or killed Slurm job; the real one: tests/test_slurm.py) becomes one
+    line naming the job, its state and log; any other exception, even one with the same class name, propagates."""
+    from submitit.core.utils import UncompletedJobError
+
+    from walt.cli import SweepJobFailed, sweep_error
+
+    err = UncompletedJobError("Job 41_0 (task: 0) with path /o/.submitit/41/41_0_0_result.pkl\n"
+                              "has not produced any output (state: CANCELLED by 0)\nError stream produced:\n...")
+    line = sweep_error(err)
+    assert "\n" not in line and line.startswith("walt-train: error: Slurm job 41_0 ended without a result (state "
+                                                "CANCELLED by 0; its log: /o/.submitit/41/41_0_0_log.err)")
+    assert sweep_error(SweepJobFailed("walt-train: error: sweep job seed=1: boom")).endswith("boom")
+    lookalike = type("UncompletedJobError", (RuntimeError,), {})("Job 1 (state: X)")
+    with pytest.raises(RuntimeError, match="Job 1"):
+        sweep_error(lookalike)

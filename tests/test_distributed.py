@@ -148,9 +148,14 @@ def test_ranks_take_strided_shares_of_one_order():
         ResumableSampler(4, rank=2, num_replicas=2)
     # a resumed rank continues its own share where it stopped (the DataModule skips the rank's done items)
     whole = list(ResumableSampler(10, seed=3, rank=1, num_replicas=2))
-    resumed = ResumableSampler(10, seed=3, rank=1, num_replicas=2)
-    resumed.resume_at(0, 2)
-    assert list(resumed) == whole[2:] and list(resumed) == whole  # the skip applies once
+    at = [(0, 2)]
+    resumed = ResumableSampler(10, seed=3, rank=1, num_replicas=2, position=lambda: at[0])
+    assert list(resumed) == whole[2:]
+    at[0] = (1, 0)  # the next epoch, whatever epoch Lightning passes
+    resumed.set_epoch(0)
+    nxt = ResumableSampler(10, seed=3, rank=1, num_replicas=2)
+    nxt.set_epoch(1)
+    assert list(resumed) == list(nxt) != whole and resumed.epoch == 1
 
 
 @pytest.mark.parametrize("env,rank", [({}, 0), ({"LOCAL_RANK": "0", "NODE_RANK": "0"}, 0), ({"LOCAL_RANK": "1"}, 1),

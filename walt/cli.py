@@ -134,9 +134,11 @@ def train() -> None:
 def sweep_error(err: Exception) -> str:
     """One line for a sweep that ended on a job's error (SweepJobFailed, raised in the job) or on a Slurm job that
     ended without a result (submitit's UncompletedJobError: cancelled, killed, node failure); others re-raised."""
+    from submitit.core.utils import UncompletedJobError  # a dependency (hydra-submitit-launcher); imported late
+
     if isinstance(err, SweepJobFailed):
         return str(err)
-    if type(err).__name__ != "UncompletedJobError":
+    if not isinstance(err, UncompletedJobError):
         raise err
     text = str(err)
     job, state = re.search(r"^Job (\S+)", text), re.search(r"\(state: ([^)]*)\)", text)

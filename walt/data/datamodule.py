@@ -245,13 +245,15 @@ class VideoDataModule(L.LightningDataModule):
         # under DDP / FSDP every rank reads its share of the same order (the ranks' batches of a step = one
         # batch of world_size x batch_size)
         rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer is not None else (0, 1)
-        sampler = ResumableSampler(len(dataset), self.seed, shuffle=shuffle, generator=generator, rank=rank,
-                                   num_replicas=world)
         trainer = self.trainer if shuffle else None
-        if trainer is not None and trainer.global_step > 0:  # restored from a checkpoint: continue its epoch
-            batches = trainer.global_step * trainer.accumulate_grad_batches
-            epoch, done = divmod(batches, len(sampler) // self.batch_size)
-            sampler.resume_at(epoch, done * self.batch_size)
+        per_epoch = len(dataset) // world // self.batch_size  # batches of this rank's share (drop_last)
+
+        def position() -> tuple[int, int]:  # (epoch, items of it done) from the steps taken, resumed or not
+            epoch, done = divmod(trainer.global_step * trainer.accumulate_grad_batches, max(per_epoch, 1))
+            return epoch, done * self.batch_size
+
+        sampler = ResumableSampler(len(dataset), self.seed, shuffle=shuffle, generator=generator, rank=rank,
+                                   num_replicas=world, position=position if trainer is not None else None)
         return DataLoader(
             dataset,
             batch_size=self.batch_size,

@@ -157,7 +157,8 @@ def preprocess_i3d(videos: torch.Tensor, size: int = INPUT_SIZE) -> torch.Tensor
     n = videos.shape[0]
     frames = rearrange(videos.float().clamp(-1, 1), "n c t h w -> (n t) c h w")
     if frames.shape[-2:] != (size, size):
-        frames = F.interpolate(frames, size=(size, size), mode="bilinear", align_corners=False)
+        # bilinear weights sum to 1, but in float32 a blend of -1s can round to -1 - 6e-8 (seen single-threaded)
+        frames = F.interpolate(frames, size=(size, size), mode="bilinear", align_corners=False).clamp_(-1, 1)
     return rearrange(frames, "(n t) c h w -> n c t h w", n=n)
 
 
